@@ -1,0 +1,138 @@
+"""Command line: `streamer run | transcribe | models | devices | bench`.
+
+Flags map onto dotted config keys and win over the environment and the TOML file. Every
+user-facing failure (bad config, missing model, unreadable audio) ends with a one-line message on
+stderr and a non-zero exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from streamer import __version__
+from streamer.config import ConfigError, Settings, load_settings
+from streamer.errors import UserError
+
+EXIT_USAGE = 2
+EXIT_FAILURE = 1
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", help="TOML configuration file (or STREAMER_CONFIG)")
+    p.add_argument("--model", dest="model.name", metavar="NAME", help="model name or CTranslate2 directory")
+    p.add_argument("--language", dest="decoder.language", metavar="L", help="language code; default: detect")
+    p.add_argument("--task", dest="decoder.task", choices=["transcribe", "translate"])
+    p.add_argument("--device", dest="model.device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--compute-type", dest="model.compute_type", metavar="TYPE")
+    p.add_argument("--beam-size", dest="decoder.beam_size", type=int, metavar="N")
+    p.add_argument("--step", dest="decoder.step", type=float, metavar="S", help="seconds between partials")
+    p.add_argument("--end-silence", dest="vad.end_silence", type=float, metavar="S")
+    p.add_argument("--no-agreement", dest="decoder.agreement", action="store_const", const=False)
+    p.add_argument("--log-level", dest="log_level", choices=["debug", "info", "warning", "error"])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="streamer", description="Real-time captioning daemon.")
+    parser.add_argument("--version", action="version", version=f"streamer {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="start the captioning daemon")
+    _add_common(run)
+    run.add_argument("--source", dest="source.spec", metavar="SPEC", help="mic | mic:DEVICE | file:PATH | stdin[:RATE]")
+    run.add_argument("--stream", dest="stream", metavar="NAME", help="stream name (default 'main')")
+    run.add_argument("--jsonl", action="store_true", help="write every event as one JSON line to stdout")
+    run.add_argument("--host", dest="server.host")
+    run.add_argument("--port", dest="server.port", type=int)
+    run.add_argument("--token", dest="server.token", help="access token for /ws, /transcript, /metrics")
+    run.add_argument("--no-server", dest="server.enabled", action="store_const", const=False)
+    run.add_argument("--mqtt", dest="mqtt.url", metavar="URL", help="mqtt://host:1883 or mqtts://host:8883")
+    run.add_argument("--mqtt-prefix", dest="mqtt.prefix", metavar="PREFIX")
+    run.add_argument("--transcripts", dest="transcripts.dir", metavar="DIR", help="transcript directory")
+    run.add_argument("--fast", dest="source.realtime", action="store_const", const=False,
+                     help="replay file sources as fast as possible instead of at 1x")
+
+    tr = sub.add_parser("transcribe", help="run the streaming pipeline over files as fast as possible")
+    _add_common(tr)
+    tr.add_argument("paths", nargs="+", metavar="PATH")
+    tr.add_argument("--format", choices=["txt", "srt", "vtt", "json", "jsonl"], default="txt")
+    tr.add_argument("-o", "--output", metavar="OUT", help="output file (one path) or directory; default stdout")
+    tr.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    tr.add_argument("--no-filters", action="store_true", help="disable hallucination suppression")
+
+    models = sub.add_parser("models", help="list known models and where they resolve from")
+    models_sub = models.add_subparsers(dest="models_command", metavar="ACTION")
+    models_sub.add_parser("list", help="show every known model")
+    models.add_argument("--config", metavar="FILE")
+
+    sub.add_parser("devices", help="list audio input devices")
+
+    bench = sub.add_parser("bench", help="measure latency, accuracy, hallucinations, cost and capacity")
+    try:
+        from streamer.bench.cli import add_arguments as add_bench_arguments
+    except ImportError:  # pragma: no cover - bench extras not installed
+        add_bench_arguments = None
+    if add_bench_arguments is not None:
+        add_bench_arguments(bench)
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    skip = {"command", "config", "paths", "format", "output", "no_progress", "jsonl", "models_command",
+            "no_filters"}
+    return {k: v for k, v in vars(args).items() if "." in k or k in {"stream", "log_level"} if k not in skip}
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    return load_settings(getattr(args, "config", None), _overrides(args))
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        handler: Callable[[argparse.Namespace], int]
+        if args.command == "devices":
+            from streamer.audio.devices import main as handler
+            return handler(args)
+        if args.command == "bench":
+            from streamer.bench.cli import run as handler
+            return handler(args)
+        settings = settings_from_args(args)
+        _setup_logging(settings.log_level)
+        if args.command == "models":
+            from streamer.models import cli_main
+
+            return cli_main(settings)
+        if args.command == "transcribe":
+            from streamer.transcribe import main as transcribe_main
+
+            return transcribe_main(settings, args)
+        if args.command == "run":
+            from streamer.daemon import main as daemon_main
+
+            return daemon_main(settings, args)
+    except ConfigError as e:
+        print(f"streamer: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except UserError as e:
+        print(f"streamer: {e}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return 130
+    parser.error(f"unknown command {args.command}")
+    return EXIT_USAGE

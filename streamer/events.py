@@ -1,0 +1,103 @@
+"""The one event model. Every sink (terminal, WebSocket, MQTT, files) serialises these.
+
+Times (`start`, `end`, `emitted_at`, word times) are seconds on the stream's audio clock: samples
+captured since the stream started divided by 16 000. Latency is therefore `emitted_at - end`,
+independent of wall time. See docs/protocol.md.
+
+Numbering, per stream:
+- finals carry `seq` = 1, 2, 3 ... with no gaps, so a subscriber can detect a missed final and a
+  reconnecting client can ask for everything after the last `seq` it saw;
+- a partial carries the `seq` that its final will have (it previews final `seq`), and `rev`
+  counts its revisions, so (`seq`, `rev`) orders partials and a display replaces partial `seq`
+  by final `seq` when it arrives.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+PROTOCOL_VERSION = 1
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def to_json(self) -> str:
+        return self.model_dump_json()
+
+
+class Word(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    word: str = Field(description="The word as Whisper wrote it, with its leading space if any.")
+    start: float = Field(description="Seconds on the stream's audio clock.")
+    end: float = Field(description="Seconds on the stream's audio clock.")
+    probability: float = Field(ge=0.0, le=1.0)
+
+
+class Hello(_Event):
+    type: Literal["hello"] = "hello"
+    protocol: int = PROTOCOL_VERSION
+    server: str = Field(description="streamer version")
+    streams: list[str]
+    model: str
+    language: str | None = Field(description="Fixed language, or null when detected per utterance.")
+    task: Literal["transcribe", "translate"]
+
+
+class _Caption(_Event):
+    stream: str
+    utterance: int = Field(ge=0, description="Utterance number within the stream (VAD segment).")
+    rev: int = Field(ge=0, description="Revision number of the text within the utterance.")
+    seq: int = Field(ge=1, description="Final number (finals: 1, 2, 3 ... without gaps).")
+    text: str
+    stable: str = Field(description="Prefix of `text` that will not change any more.")
+    start: float
+    end: float
+    lang: str | None = None
+    emitted_at: float = Field(description="Audio-clock position when the event was produced.")
+
+
+class Partial(_Caption):
+    type: Literal["partial"] = "partial"
+
+
+class Final(_Caption):
+    type: Literal["final"] = "final"
+    words: list[Word] = Field(default_factory=list)
+    lang_probability: float | None = None
+
+
+class Status(_Event):
+    """A change in a stream's state (started, stopped, source error, audio dropped)."""
+
+    type: Literal["status"] = "status"
+    stream: str
+    state: Literal["starting", "running", "retrying", "stopped", "error"]
+    detail: str = ""
+    emitted_at: float = 0.0
+
+
+Caption = Annotated[Partial | Final, Field(discriminator="type")]
+Event = Annotated[Hello | Partial | Final | Status, Field(discriminator="type")]
+
+_event_adapter: TypeAdapter[Hello | Partial | Final | Status] = TypeAdapter(Event)
+
+
+def parse_event(data: str | bytes | dict[str, Any]) -> Hello | Partial | Final | Status:
+    """Parse one event from JSON text or a dict (raises pydantic.ValidationError)."""
+    if isinstance(data, dict):
+        return _event_adapter.validate_python(data)
+    return _event_adapter.validate_json(data)
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema of every event (exported to docs/events.schema.json)."""
+    return _event_adapter.json_schema()
+
+
+def dump_schema() -> str:
+    return json.dumps(json_schema(), indent=2, ensure_ascii=False) + "\n"

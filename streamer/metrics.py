@@ -1,0 +1,60 @@
+"""Prometheus metrics (prometheus_client), defined once and shared by the pipeline and the sinks.
+
+Served as text on `/metrics`. Labels are kept small: the stream name and, where it matters, the
+kind of decode or the filter.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import REGISTRY as _DEFAULT
+
+REGISTRY: CollectorRegistry = _DEFAULT
+
+_LATENCY_BUCKETS = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+_DECODE_BUCKETS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0)
+
+AUDIO_CAPTURED = Counter("streamer_audio_captured_seconds", "Audio captured (s)", ["stream"])
+AUDIO_DROPPED = Counter(
+    "streamer_audio_dropped_seconds", "Audio dropped because the consumer fell behind (s)", ["stream"]
+)
+VAD_SPEECH = Counter("streamer_vad_speech_seconds", "Audio inside VAD speech (s)", ["stream"])
+SOURCE_ERRORS = Counter("streamer_source_errors", "Source failures (each retry counts)", ["stream"])
+DECODES = Counter("streamer_decodes", "Whisper decodes", ["stream", "kind"])
+DECODE_SECONDS = Histogram(
+    "streamer_decode_seconds", "Wall time of one decode (s)", ["kind"], buckets=_DECODE_BUCKETS
+)
+DECODE_RTF = Histogram(
+    "streamer_decode_rtf",
+    "Real-time factor of one decode (decode time / window length)",
+    ["kind"],
+    buckets=(0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0),
+)
+LATENCY = Histogram(
+    "streamer_caption_latency_seconds",
+    "emitted_at - end of caption events (audio clock, s)",
+    ["stream", "kind"],
+    buckets=_LATENCY_BUCKETS,
+)
+PARTIALS = Counter("streamer_partials", "Partial events emitted", ["stream"])
+FINALS = Counter("streamer_finals", "Final events emitted", ["stream"])
+SUPPRESSED = Counter(
+    "streamer_hallucinations_suppressed", "Segments or words dropped by a filter", ["stream", "filter"]
+)
+
+WS_CLIENTS = Gauge("streamer_ws_clients", "Connected WebSocket clients")
+WS_DROPPED_PARTIALS = Counter("streamer_ws_dropped_partials", "Partials dropped for slow clients")
+WS_SLOW_CLOSED = Counter("streamer_ws_slow_clients_closed", "Clients closed for falling behind on finals")
+WS_REJECTED = Counter("streamer_ws_rejected", "WebSocket upgrades or messages refused", ["reason"])
+
+MQTT_PUBLISHES = Counter("streamer_mqtt_publishes", "MQTT messages published", ["kind"])
+MQTT_OUTBOX = Gauge("streamer_mqtt_outbox_depth", "Finals waiting for the MQTT broker")
+MQTT_OUTBOX_OVERFLOW = Counter("streamer_mqtt_outbox_overflow", "Finals dropped from a full MQTT outbox")
+MQTT_RECONNECTS = Counter("streamer_mqtt_reconnects", "MQTT reconnect attempts")
+MQTT_CONNECTED = Gauge("streamer_mqtt_connected", "1 while connected to the MQTT broker")
+
+TRANSCRIPT_ERRORS = Counter("streamer_transcript_errors", "Transcript file write failures")
+
+
+def exposition() -> bytes:
+    return generate_latest(REGISTRY)
