@@ -1,0 +1,198 @@
+"""The benchmark's metric code on hand-made event sequences with known answers."""
+
+from __future__ import annotations
+
+import jiwer
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streamer.bench import metrics as m
+from streamer.events import Final, Partial
+from streamer.textnorm import error_rate
+
+
+def partial(text: str, utt: int, emitted_at: float, start: float = 0.0, rev: int = 0) -> Partial:
+    return Partial(stream="s", utterance=utt, rev=rev, seq=utt + 1, text=text, stable="",
+                   start=start, end=emitted_at, emitted_at=emitted_at)
+
+
+def final(text: str, utt: int, emitted_at: float, start: float = 0.0, end: float | None = None) -> Final:
+    return Final(stream="s", utterance=utt, rev=0, seq=utt + 1, text=text, stable=text,
+                 start=start, end=end if end is not None else emitted_at, emitted_at=emitted_at)
+
+
+def ref_words(spec: list[tuple[str, float, float]]) -> list[m.RefWord]:
+    return [m.RefWord(w, s, e, "match") for w, s, e in spec]
+
+
+# --------------------------------------------------------------------------- tokens and alignment
+
+
+def test_tokenize_uses_shared_normalisation() -> None:
+    assert m.tokenize("Mr. Smith doesn't, colour!") == ["mister", "smith", "does", "not", "color"]
+    assert m.tokenize("안녕 하세요.", "ko") == ["안", "녕", "하", "세", "요"]
+
+
+def test_timed_tokens_split_a_word_span() -> None:
+    toks = m.timed_tokens([(" don't", 1.0, 2.0), (" go", 2.0, 2.5)])
+    assert [(t.text, t.start, t.end) for t in toks] == [("do", 1.0, 1.5), ("not", 1.5, 2.0), ("go", 2.0, 2.5)]
+
+
+def test_align_known_answer() -> None:
+    ops = m.align(["a", "b", "c", "d"], ["a", "x", "c"])
+    assert ops == [("equal", 0, 0), ("substitute", 1, 1), ("equal", 2, 2), ("delete", 3, None)]
+    ops = m.align(["a", "b"], ["a", "z", "b"])
+    assert ops == [("equal", 0, 0), ("insert", None, 1), ("equal", 1, 2)]
+
+
+def test_align_prefers_earliest_reference_match() -> None:
+    # A partial showing only "the" must match the first "the", not the one spoken later.
+    ops = m.align(["x", "the", "b", "c", "the"], ["the"])
+    assert ("equal", 1, 0) in ops
+    assert [op for op, _, _ in ops].count("equal") == 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.sampled_from("abcde"), min_size=1, max_size=12),
+    st.lists(st.sampled_from("abcdef"), min_size=0, max_size=12),
+)
+def test_align_edit_count_matches_jiwer(ref: list[str], hyp: list[str]) -> None:
+    counts = m.edit_counts(m.align(ref, hyp))
+    out = jiwer.process_words(" ".join(ref), " ".join(hyp) if hyp else "")
+    assert counts["substitute"] + counts["delete"] + counts["insert"] == (
+        out.substitutions + out.deletions + out.insertions
+    )
+    assert counts["equal"] + counts["substitute"] + counts["delete"] == len(ref)
+    assert counts["equal"] + counts["substitute"] + counts["insert"] == len(hyp)
+
+
+def test_align_reference_matches_and_interpolates() -> None:
+    hyp = [(" The", 0.0, 0.2), (" cat", 0.2, 0.6), (" on", 1.4, 1.6), (" the", 1.6, 1.7), (" mat.", 1.7, 2.0)]
+    ref = m.align_reference("The cat sat on the mat", hyp, "en", duration=2.5)
+    assert [r.text for r in ref] == ["the", "cat", "sat", "on", "the", "mat"]
+    assert [r.source for r in ref] == ["match", "match", "interpolated", "match", "match", "match"]
+    # "sat" fills the gap between "cat" (ends 0.6) and "on" (starts 1.4).
+    assert (ref[2].start, ref[2].end) == pytest.approx((0.6, 1.4))
+    assert ref[5].end == 2.0
+
+
+def test_align_reference_substitution_takes_the_hypothesis_time() -> None:
+    ref = m.align_reference("red fox", [(" red", 0.0, 0.5), (" box", 0.5, 1.0)], "en")
+    assert ref[1] == m.RefWord("fox", 0.5, 1.0, "substitute")
+
+
+def test_align_reference_without_hypothesis_spreads_over_duration() -> None:
+    ref = m.align_reference("one two three four", [], "en", duration=4.0)
+    assert [r.start for r in ref] == pytest.approx([0, 1, 2, 3])
+    assert [r.end for r in ref] == pytest.approx([1, 2, 3, 4])
+    assert {r.source for r in ref} == {"interpolated"}
+
+
+def test_align_reference_unanchored_tail_is_bounded_by_duration() -> None:
+    ref = m.align_reference("hello big world", [(" hello", 0.0, 0.5)], "en", duration=0.8)
+    assert ref[1].start == pytest.approx(0.5)
+    assert ref[2].end == pytest.approx(0.8)
+
+
+# --------------------------------------------------------------------------- latency
+
+
+REF = ref_words([("the", 0.0, 0.3), ("cat", 0.3, 0.7), ("sat", 0.7, 1.0),
+                 ("on", 2.0, 2.2), ("the", 2.2, 2.3), ("mat", 2.3, 2.8)])
+
+
+def test_word_latencies_known_answer() -> None:
+    events = [
+        partial("The", 0, 0.5),
+        partial("The cap", 0, 1.0),          # "cap" is wrong: "cat" has not appeared yet
+        partial("The cat sat", 0, 1.5),
+        final("The cat sat.", 0, 1.8),
+        partial("On the", 1, 2.5, start=1.9),
+        final("On the mat.", 1, 3.3, start=1.9),
+    ]
+    res = m.word_latencies(REF, events)
+    assert [w.first_at for w in res.words] == [0.5, 1.5, 1.5, 2.5, 2.5, 3.3]
+    assert [w.final_at for w in res.words] == [1.8, 1.8, 1.8, 3.3, 3.3, 3.3]
+    assert res.first_latencies == pytest.approx([0.2, 0.8, 0.5, 0.3, 0.2, 0.5])
+    assert res.final_latencies == pytest.approx([1.5, 1.1, 0.8, 1.1, 1.0, 0.5])
+    # Final minus the end of the last word it got right.
+    assert res.end_of_speech == pytest.approx([0.8, 0.5])
+    assert res.missed_final == 0
+
+
+def test_word_latencies_later_repeat_is_not_credited_early() -> None:
+    # "the" shown at 0.5 s is the first "the"; the second one (ends 2.3 s) appears only at 2.5 s.
+    res = m.word_latencies(REF, [partial("the", 0, 0.5), final("on the mat", 1, 2.9, start=1.9)])
+    assert res.words[0].first_at == 0.5
+    assert res.words[4].first_at == 2.9
+    assert res.words[0].final_at is None
+    assert res.missed_final == 3
+
+
+def test_word_latencies_revision_keeps_first_correct_appearance() -> None:
+    events = [partial("the cat", 0, 0.8), partial("the hat", 0, 1.0), final("the cat sat", 0, 1.4)]
+    res = m.word_latencies(REF[:3], events)
+    assert res.words[1].first_at == 0.8
+    assert res.words[1].final_at == 1.4
+
+
+def test_word_latencies_ignore_words_not_yet_spoken() -> None:
+    # An event at 0.4 s cannot match "mat" (starts 2.3 s) even if the text says so.
+    res = m.word_latencies(REF, [partial("mat", 0, 0.4)])
+    assert res.words[5].first_at is None
+
+
+# --------------------------------------------------------------------------- flicker
+
+
+def test_flicker_known_answer() -> None:
+    events = [
+        partial("the", 0, 0.5),               # shown 1
+        partial("the cap", 0, 1.0),           # shown 1
+        partial("the cat sat", 0, 1.5),       # revised 1 (cap), shown 2
+        final("the cat sat.", 0, 1.8),        # revised 1 (sat), shown 1
+        partial("on", 1, 2.3),                # shown 1 (new utterance)
+        final("on the mat", 1, 3.0),          # shown 2
+    ]
+    f = m.flicker(events)
+    assert (f.revised, f.shown) == (2, 8)
+    assert f.rate == pytest.approx(0.25)
+
+
+def test_flicker_without_words_has_no_rate() -> None:
+    assert m.flicker([]).rate is None
+    assert m.flicker([final("", 0, 1.0)]) == m.Flicker(0, 0)
+
+
+# --------------------------------------------------------------------------- summaries and rates
+
+
+def test_percentiles_match_numpy_linear() -> None:
+    vals = [0.1, 0.5, 0.2, 0.9, 0.3]
+    s = m.summarize(vals)
+    assert s["n"] == 5
+    assert s["median"] == pytest.approx(0.3)
+    assert s["p90"] == pytest.approx(0.74)   # 0.5 + 0.6 * (0.9 - 0.5)
+    assert s["p99"] == pytest.approx(0.884)
+    assert s["max"] == 0.9
+    assert m.summarize([]) == {"n": 0, "mean": None, "median": None, "p90": None, "p99": None, "max": None}
+
+
+def test_corpus_rate_weights_by_reference_length() -> None:
+    # The English normaliser turns number words into digits, so plain words keep the count obvious.
+    ref_a, hyp_a = "red green blue black", "red green blue block"
+    ref_b, hyp_b = "pink white", "pink white"
+    rates = [(error_rate(ref_a, hyp_a), m.reference_units(ref_a, "en")),
+             (error_rate(ref_b, hyp_b), m.reference_units(ref_b, "en"))]
+    assert m.corpus_rate(rates) == pytest.approx(1 / 6)
+    assert m.corpus_rate([]) is None
+    assert m.reference_units("안녕 하세요", "ko") == 5
+
+
+def test_ratio_and_word_counts() -> None:
+    assert m.ratio(0.11, 0.1) == pytest.approx(1.1)
+    assert m.ratio(0.1, 0.0) is None
+    assert m.ratio(None, 0.1) is None
+    assert m.count_words(["Thank you.", "", "♪"]) == 2
