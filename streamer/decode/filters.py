@@ -1,0 +1,198 @@
+"""Hallucination suppression. Pure: segments in, segments out, with a count per filter.
+
+Whisper invents text when it hears no speech ("Thank you for watching", "시청해주셔서 감사합니다",
+a word repeated forty times). The first layer is upstream: only VAD speech is decoded. These are
+the layers after it, each switchable (FilterConfig) and each counted under its name:
+
+- ``no_speech``: Whisper's own no-speech probability is high *and* the text is improbable (the
+  rule faster-whisper uses to skip silent windows).
+- ``compression``: the text compresses too well (gzip ratio above the threshold): a loop.
+- ``low_confidence``: the words' mean probability is very low: noise read as words.
+- ``repetition``: a phrase repeated three or more times in a row is collapsed to one.
+- ``outside_speech``: words whose timestamps lie outside the VAD speech region.
+- ``phrases``: an utterance made only of a known invented phrase (per-language lists kept as data
+  in streamer/data/hallucinations/; "?"-lines only when the decode was not confident).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+
+from streamer.decode.hypothesis import HypSegment, HypWord, split_words
+
+_NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
+
+
+@dataclass(frozen=True)
+class FilterOptions:
+    no_speech: bool = True
+    compression: bool = True
+    repetition: bool = True
+    phrases: bool = True
+    outside_speech: bool = True
+    low_confidence: bool = True
+    no_speech_threshold: float = 0.6
+    log_prob_threshold: float = -1.0
+    compression_ratio_threshold: float = 2.4
+    min_word_probability: float = 0.15
+    # A "?" phrase is kept when the decode was at least this sure of its words.
+    confident_word_probability: float = 0.75
+    # Tolerance for word timestamps at the edges of the speech region (Whisper's are coarse).
+    edge_tolerance: float = 0.3
+
+    @classmethod
+    def off(cls) -> FilterOptions:
+        return cls(False, False, False, False, False, False)
+
+
+def phrase_key(text: str) -> str:
+    """Case, punctuation, symbols and spaces removed: 'Thank you!' == 'thankyou'."""
+    return _NON_WORD.sub("", unicodedata.normalize("NFKC", text).casefold())
+
+
+@dataclass(frozen=True)
+class PhraseList:
+    always: frozenset[str]
+    unless_confident: frozenset[str]
+
+
+@lru_cache(maxsize=None)
+def phrase_list(lang: str | None) -> PhraseList:
+    always: set[str] = set()
+    maybe: set[str] = set()
+    names = ["multi.txt", "en.txt"]  # English ones are what every model falls back to
+    if lang and lang != "en":
+        names.append(f"{lang}.txt")
+    root = resources.files("streamer") / "data" / "hallucinations"
+    for name in names:
+        res = root / name
+        if not res.is_file():
+            continue
+        for raw in res.read_text(encoding="utf-8").splitlines():
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            if line.startswith("?"):
+                maybe.add(phrase_key(line[1:]))
+            else:
+                always.add(phrase_key(line))
+    always.discard("")
+    maybe.discard("")
+    return PhraseList(frozenset(always), frozenset(maybe))
+
+
+def collapse_repetitions(words: list[str], min_repeats: int = 3, max_ngram: int = 8) -> tuple[list[int], bool]:
+    """Indices of the words to keep after collapsing runs of a repeated n-gram to one copy."""
+    keys = [phrase_key(w) for w in words]
+    keep = list(range(len(words)))
+    changed = False
+    n = 1
+    while n <= max_ngram:
+        i = 0
+        out: list[int] = []
+        cur = [keys[k] for k in keep]
+        found = False
+        while i < len(keep):
+            gram = cur[i : i + n]
+            reps = 1
+            if len(gram) == n and any(gram):
+                while cur[i + reps * n : i + (reps + 1) * n] == gram:
+                    reps += 1
+            if reps >= min_repeats:
+                out.extend(keep[i : i + n])
+                i += reps * n
+                found = True
+            else:
+                out.append(keep[i])
+                i += 1
+        if found:
+            keep = out
+            changed = True
+        n += 1
+    return keep, changed
+
+
+def _mean_probability(words: Iterable[HypWord]) -> float | None:
+    probs = [w.probability for w in words]
+    return sum(probs) / len(probs) if probs else None
+
+
+def filter_segments(
+    segments: Iterable[HypSegment],
+    opts: FilterOptions,
+    lang: str | None = None,
+    speech: tuple[float, float] | None = None,
+) -> tuple[list[HypSegment], Counter[str]]:
+    """Apply the per-segment layers; returns the kept (possibly trimmed) segments and counts."""
+    counts: Counter[str] = Counter()
+    kept: list[HypSegment] = []
+    for seg in segments:
+        if opts.no_speech and (
+            seg.no_speech_prob > opts.no_speech_threshold and seg.avg_logprob < opts.log_prob_threshold
+        ):
+            counts["no_speech"] += 1
+            continue
+        if opts.compression and seg.compression_ratio > opts.compression_ratio_threshold:
+            counts["compression"] += 1
+            continue
+        if opts.low_confidence:
+            mean = _mean_probability(seg.words)
+            if mean is not None and mean < opts.min_word_probability:
+                counts["low_confidence"] += 1
+                continue
+        if opts.outside_speech and speech is not None and seg.words:
+            lo, hi = speech[0] - opts.edge_tolerance, speech[1] + opts.edge_tolerance
+            inside = tuple(w for w in seg.words if w.end > lo and w.start < hi)
+            if len(inside) != len(seg.words):
+                counts["outside_speech"] += len(seg.words) - len(inside)
+                seg = seg.with_words(inside)
+                if not inside:
+                    continue
+        if opts.repetition:
+            texts = [w.text for w in seg.words] if seg.words else split_words(seg.text, lang)
+            idx, changed = collapse_repetitions(texts)
+            if changed:
+                counts["repetition"] += 1
+                if seg.words:
+                    seg = seg.with_words(tuple(seg.words[i] for i in idx))
+                else:
+                    seg = HypSegment(
+                        text="".join(texts[i] for i in idx),
+                        start=seg.start,
+                        end=seg.end,
+                        avg_logprob=seg.avg_logprob,
+                        no_speech_prob=seg.no_speech_prob,
+                        compression_ratio=seg.compression_ratio,
+                    )
+        if not phrase_key(seg.text):
+            continue  # nothing but symbols ("♪", "...")
+        kept.append(seg)
+    return kept, counts
+
+
+def is_invented_phrase(
+    text: str, lang: str | None, opts: FilterOptions, mean_word_probability: float | None, no_speech_prob: float
+) -> bool:
+    """Whether a whole utterance is nothing but a known invented phrase."""
+    if not opts.phrases:
+        return False
+    key = phrase_key(text)
+    if not key:
+        return True
+    phrases = phrase_list(lang)
+    if key in phrases.always:
+        return True
+    if key in phrases.unless_confident:
+        confident = (
+            mean_word_probability is not None
+            and mean_word_probability >= opts.confident_word_probability
+            and no_speech_prob < 0.3
+        )
+        return not confident
+    return False
