@@ -1,0 +1,74 @@
+"""Audio input: sources (mic, file, stdin), the ring buffer between capture and the stream loop,
+and decoding/resampling to 16 kHz mono float32."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from streamer.audio.ring import SAMPLE_RATE, RingBuffer
+from streamer.audio.source import Source, SourceError
+from streamer.config import ConfigError
+
+if TYPE_CHECKING:
+    from streamer.config import Settings
+
+__all__ = ["SAMPLE_RATE", "RingBuffer", "Source", "SourceError", "SourceSpec", "open_source", "parse_spec"]
+
+ACCEPTED_FORMS = "mic, mic:DEVICE (name or index), file:PATH, stdin, stdin:RATE (Hz of s16le mono input)"
+_MIN_RATE, _MAX_RATE = 1000, 384_000
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    kind: str  # "mic" | "file" | "stdin"
+    device: str | None = None
+    path: Path | None = None
+    rate: int = SAMPLE_RATE
+
+
+def _bad(spec: str, problem: str) -> ConfigError:
+    return ConfigError(f"key 'source.spec' = {spec!r}: {problem}; accepted forms: {ACCEPTED_FORMS}")
+
+
+def parse_spec(spec: str) -> SourceSpec:
+    """Parse a source spec; ConfigError naming `source.spec` and the accepted forms if it is wrong."""
+    kind, sep, arg = spec.partition(":")
+    kind = kind.strip().lower()
+    if kind == "mic":
+        if sep and not arg.strip():
+            raise _bad(spec, "missing device after 'mic:'")
+        return SourceSpec("mic", device=arg.strip() if sep else None)
+    if kind == "file":
+        if not arg.strip():
+            raise _bad(spec, "missing path after 'file:'")
+        return SourceSpec("file", path=Path(arg).expanduser())
+    if kind == "stdin":
+        if not sep:
+            return SourceSpec("stdin")
+        try:
+            rate = int(arg.strip())
+        except ValueError:
+            raise _bad(spec, f"sample rate {arg!r} is not a whole number") from None
+        if not _MIN_RATE <= rate <= _MAX_RATE:
+            raise _bad(spec, f"sample rate {rate} is outside {_MIN_RATE}..{_MAX_RATE} Hz")
+        return SourceSpec("stdin", rate=rate)
+    raise _bad(spec, f"unknown source kind {kind!r}" if sep else "not a source")
+
+
+def open_source(spec: str, settings: Settings) -> Source:
+    """Build the source for `spec`; file and device problems raise SourceError right away."""
+    parsed = parse_spec(spec)
+    if parsed.kind == "file":
+        from streamer.audio.file import FileSource
+
+        assert parsed.path is not None
+        return FileSource(parsed.path, realtime=settings.source.realtime)
+    if parsed.kind == "stdin":
+        from streamer.audio.stdin import StdinSource
+
+        return StdinSource(parsed.rate)
+    from streamer.audio.mic import MicSource
+
+    return MicSource(parsed.device)
