@@ -1,0 +1,90 @@
+"""Caption delivery: everything between the Bus and the outside world.
+
+`start_sinks` starts, on the running asyncio loop, the WebSocket/HTTP server (server.enabled),
+the MQTT publisher (mqtt.url) and the transcript writer (transcripts.dir). Each subscribes to the
+bus with a callback that only hands the event over (to the loop or to the writer thread) and
+returns, so no sink can slow the pipeline. `Sinks.close()` flushes them all.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import streamer
+from streamer.bus import Bus
+from streamer.config import Settings
+
+if TYPE_CHECKING:
+    from streamer.sinks.files import TranscriptWriter
+    from streamer.sinks.mqtt import MqttSink
+    from streamer.sinks.server import CaptionServer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SinkContext:
+    settings: Settings
+    bus: Bus
+    streams: Mapping[str, Any]  # name -> object with .health() -> dict and .name
+    model: str  # resolved model name, for `hello`
+    version: str = field(default=streamer.__version__)
+
+
+class Sinks:
+    """The running sinks; `close()` flushes and stops them."""
+
+    def __init__(self) -> None:
+        self.server: CaptionServer | None = None
+        self.mqtt: MqttSink | None = None
+        self.files: TranscriptWriter | None = None
+
+    @property
+    def server_port(self) -> int | None:
+        return self.server.port if self.server is not None else None
+
+    async def close(self) -> None:
+        # Files first (cheap, local), then the network sinks, which may wait on slow peers.
+        if self.files is not None:
+            self.files.close()
+        if self.mqtt is not None:
+            await self.mqtt.close()
+        if self.server is not None:
+            await self.server.close()
+
+
+async def start_sinks(ctx: SinkContext) -> Sinks:
+    """Start the configured sinks on the running loop (raises ConfigError for bad settings)."""
+    from streamer.sinks.files import TranscriptWriter
+    from streamer.sinks.mqtt import MqttSink
+    from streamer.sinks.server import CaptionServer
+
+    s = ctx.settings
+    for name in ctx.streams:
+        ctx.bus.add_stream(name)
+    sinks = Sinks()
+    try:
+        if s.transcripts.dir is not None:
+            sinks.files = TranscriptWriter(s.transcripts, ctx.bus)
+            sinks.files.start()
+        if s.mqtt.url:
+            sinks.mqtt = MqttSink(
+                s.mqtt, ctx.bus, streams=list(ctx.streams) or [s.stream], model=ctx.model, version=ctx.version
+            )
+            sinks.mqtt.start()
+        if s.server.enabled:
+            mqtt = sinks.mqtt
+            sinks.server = CaptionServer(
+                ctx, status_extra=(lambda: {"mqtt": mqtt.state()}) if mqtt is not None else None
+            )
+            await sinks.server.start()
+    except BaseException:
+        await sinks.close()
+        raise
+    return sinks
+
+
+__all__ = ["SinkContext", "Sinks", "start_sinks"]

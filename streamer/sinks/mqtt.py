@@ -1,0 +1,342 @@
+"""MQTT publisher (aiomqtt): finals QoS 1 in order through an outbox, partials QoS 0 rate-limited.
+
+Topics (prefix `mqtt.prefix`, default `streamer`):
+  {prefix}/{stream}/final    final event JSON, QoS 1
+  {prefix}/{stream}/text     the final's text only (UTF-8), QoS 1
+  {prefix}/{stream}/partial  partial event JSON, QoS 0, at most one per mqtt.partial_interval
+  {prefix}/{stream}/status   the stream's latest status event JSON, QoS 1, retained
+  {prefix}/status            retained {"status": "online", ...}; the last will sets "offline"
+
+Finals go through `Outbox` (outbox.py) and leave it only when the broker acknowledged them, so a
+broker outage loses nothing up to `mqtt.outbox` finals; they are published in order after the
+reconnect (exponential backoff with jitter). Partials produced while disconnected are dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import ssl
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import aiomqtt
+
+from streamer import metrics
+from streamer.bus import Bus, BusEvent
+from streamer.config import ConfigError, MqttConfig
+from streamer.events import Final, Partial, Status
+from streamer.sinks.outbox import Backoff, Entry, Outbox
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MqttTarget:
+    host: str
+    port: int
+    tls: bool
+    username: str | None
+    password: str | None
+
+    def __str__(self) -> str:
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
+
+def parse_mqtt_url(url: str) -> MqttTarget:
+    """`mqtt://[user[:password]@]host[:port]` or `mqtts://...`; raises ConfigError naming mqtt.url."""
+
+    def bad(why: str) -> ConfigError:
+        return ConfigError(f"mqtt.url = {url!r}: {why} (expected mqtt://host:1883 or mqtts://host:8883)")
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts"):
+        raise bad(f"unsupported scheme {parts.scheme!r}" if parts.scheme else "missing mqtt:// or mqtts://")
+    try:
+        port = parts.port
+    except ValueError:
+        raise bad("invalid port") from None
+    if not parts.hostname:
+        raise bad("missing host")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise bad("unexpected path or query")
+    tls = parts.scheme == "mqtts"
+    return MqttTarget(
+        host=parts.hostname,
+        port=port or (8883 if tls else 1883),
+        tls=tls,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+    )
+
+
+def check_prefix(prefix: str) -> str:
+    p = prefix.strip("/")
+    if not p or any(ch in p for ch in "+#\0"):
+        raise ConfigError(f"mqtt.prefix = {prefix!r}: must be non-empty and contain no '+', '#' or NUL")
+    return p
+
+
+class MqttSink:
+    def __init__(
+        self,
+        cfg: MqttConfig,
+        bus: Bus,
+        *,
+        streams: list[str],
+        model: str,
+        version: str,
+        rand: Callable[[], float] | None = None,
+    ) -> None:
+        if not cfg.url:
+            raise ConfigError("mqtt.url is not set: MQTT is disabled")
+        self.cfg = cfg
+        self.target = parse_mqtt_url(cfg.url)
+        self.prefix = check_prefix(cfg.prefix)
+        self.bus = bus
+        self.streams = streams
+        self.model = model
+        self.version = version
+        self.client_id = cfg.client_id or f"streamer-{uuid.uuid4().hex[:12]}"
+        self.outbox = Outbox(cfg.outbox)
+        self.backoff = Backoff(
+            cfg.reconnect_min, max(cfg.reconnect_min, cfg.reconnect_max), rand=rand or random.random
+        )
+        self.connected = False
+        self.reconnects = 0
+        self.last_error: str | None = None
+        self._partials: dict[str, Partial] = {}
+        self._partial_sent_at: dict[str, float] = {}
+        self._last_final: dict[str, int] = {}
+        self._status: dict[str, Status] = {}
+        self._status_dirty: set[str] = set()
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._unsubscribe: Callable[[], None] | None = None
+        self._online_since = time.time()
+
+    # --- topics and payloads ---------------------------------------------------------------------
+    def topic(self, stream: str, kind: str) -> str:
+        return f"{self.prefix}/{stream}/{kind}"
+
+    @property
+    def status_topic(self) -> str:
+        return f"{self.prefix}/status"
+
+    def _status_payload(self, status: str, reason: str | None = None) -> str:
+        doc: dict[str, Any] = {"status": status, "server": self.version, "client_id": self.client_id}
+        if status == "online":
+            doc.update(streams=self.streams, model=self.model, since=self._online_since)
+        if reason:
+            doc["reason"] = reason
+        return json.dumps(doc)
+
+    def state(self) -> dict[str, Any]:
+        """For /health."""
+        return {
+            "enabled": True,
+            "broker": str(self.target),
+            "connected": self.connected,
+            "outbox": len(self.outbox),
+            "outbox_overflow": self.outbox.overflow,
+            "reconnects": self.reconnects,
+            "last_error": self.last_error,
+        }
+
+    # --- lifecycle -------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._unsubscribe = self.bus.subscribe(self._on_event)
+        self._task = self._loop.create_task(self._run(), name="mqtt")
+
+    async def close(self) -> None:
+        """Deliver the outbox (waiting at most mqtt.drain_timeout), publish offline, disconnect."""
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        await asyncio.sleep(0)  # let events the bus already scheduled reach the outbox
+        self._stopping = True
+        self._wake.set()
+        task = self._task
+        if task is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout=self.cfg.drain_timeout + 2.0)
+        except asyncio.TimeoutError:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if len(self.outbox):
+            log.warning("MQTT: %d finals not delivered to %s at shutdown", len(self.outbox), self.target)
+        metrics.MQTT_CONNECTED.set(0)
+
+    # --- bus side (any thread -> loop) -----------------------------------------------------------
+    def _on_event(self, event: BusEvent) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(self._accept, event)
+
+    def _accept(self, event: BusEvent) -> None:
+        if isinstance(event, Final):
+            dropped = self.outbox.push(event)
+            if dropped:
+                metrics.MQTT_OUTBOX_OVERFLOW.inc(dropped)
+                log.warning(
+                    "MQTT outbox full (mqtt.outbox = %d): dropped %d oldest final(s), %d so far",
+                    self.cfg.outbox,
+                    dropped,
+                    self.outbox.overflow,
+                )
+            metrics.MQTT_OUTBOX.set(len(self.outbox))
+            self._last_final[event.stream] = max(event.seq, self._last_final.get(event.stream, 0))
+            p = self._partials.get(event.stream)
+            if p is not None and p.seq <= event.seq:
+                del self._partials[event.stream]
+        elif isinstance(event, Partial):
+            # Partials are for live display only: none are kept from a time without a broker.
+            if self.connected and event.seq > self._last_final.get(event.stream, 0):
+                self._partials[event.stream] = event
+        elif isinstance(event, Status):
+            self._status[event.stream] = event
+            self._status_dirty.add(event.stream)
+        else:
+            return
+        self._wake.set()
+
+    # --- connection loop ---------------------------------------------------------------------------
+    def _client(self) -> aiomqtt.Client:
+        will = aiomqtt.Will(
+            self.status_topic, self._status_payload("offline", "connection lost"), qos=1, retain=True
+        )
+        username = self.cfg.username or self.target.username
+        password = self.cfg.password or self.target.password
+        return aiomqtt.Client(
+            self.target.host,
+            self.target.port,
+            username=username,
+            password=password,
+            identifier=self.client_id,
+            will=will,
+            tls_context=ssl.create_default_context() if self.target.tls else None,
+            keepalive=15,
+            timeout=10,
+            logger=log,
+        )
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                async with self._client() as client:
+                    self._set_connected(True)
+                    self.backoff.reset()
+                    log.info("MQTT connected to %s as %s", self.target, self.client_id)
+                    await client.publish(
+                        self.status_topic, self._status_payload("online"), qos=1, retain=True
+                    )
+                    self._status_dirty = set(self._status)  # retained, but the broker may have restarted
+                    await self._serve(client)
+                    await client.publish(
+                        self.status_topic, self._status_payload("offline", "shutdown"), qos=1, retain=True
+                    )
+                    return
+            except aiomqtt.MqttError as e:
+                self.last_error = str(e)
+                if self.connected:
+                    log.warning("MQTT connection to %s lost: %s", self.target, e)
+                else:
+                    log.info("MQTT cannot connect to %s: %s", self.target, e)
+            finally:
+                self._set_connected(False)
+            if self._stopping and not len(self.outbox):
+                return
+            delay = self.backoff.next()
+            self.reconnects += 1
+            metrics.MQTT_RECONNECTS.inc()
+            await asyncio.sleep(delay)
+
+    def _set_connected(self, up: bool) -> None:
+        self.connected = up
+        metrics.MQTT_CONNECTED.set(1 if up else 0)
+        if not up:
+            self._partials.clear()
+
+    async def _serve(self, client: aiomqtt.Client) -> None:
+        """Publish until stopping (returns) or the connection drops (raises MqttError)."""
+        watch = asyncio.ensure_future(self._watch(client))
+        work = asyncio.ensure_future(self._publish_loop(client))
+        try:
+            done, _ = await asyncio.wait({watch, work}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in (watch, work):
+                if not t.done():
+                    t.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                        await t
+        for t in done:
+            t.result()  # re-raises MqttError from either task
+
+    @staticmethod
+    async def _watch(client: aiomqtt.Client) -> None:
+        # We subscribe to nothing; the iterator raises MqttError as soon as the connection drops,
+        # which notices a dead broker while there is nothing to publish.
+        async for _ in client.messages:
+            pass
+        raise aiomqtt.MqttError("message iterator ended")
+
+    async def _publish_entry(self, client: aiomqtt.Client, entry: Entry) -> None:
+        f = entry.final
+        for part in entry.pending_parts():
+            if part == "final":
+                await client.publish(self.topic(f.stream, "final"), f.to_json(), qos=1)
+            else:
+                await client.publish(self.topic(f.stream, "text"), f.text.encode("utf-8"), qos=1)
+            # Acknowledged (PUBACK): never publish this part again.
+            self.outbox.ack(entry, part)
+            metrics.MQTT_PUBLISHES.labels(part).inc()
+        metrics.MQTT_OUTBOX.set(len(self.outbox))
+
+    async def _publish_loop(self, client: aiomqtt.Client) -> None:
+        while True:
+            self._wake.clear()
+            entry = self.outbox.head()
+            if entry is not None:
+                await self._publish_entry(client, entry)
+                continue
+            if self._stopping:
+                return
+            for stream in list(self._status_dirty):
+                self._status_dirty.discard(stream)
+                st = self._status[stream]
+                await client.publish(self.topic(stream, "status"), st.to_json(), qos=1, retain=True)
+                metrics.MQTT_PUBLISHES.labels("status").inc()
+            if self.outbox.head() is not None:
+                continue
+            wait: float | None = None
+            now = time.monotonic()
+            for stream, p in list(self._partials.items()):
+                due = self._partial_sent_at.get(stream, -1e9) + self.cfg.partial_interval
+                if now >= due:
+                    del self._partials[stream]
+                    self._partial_sent_at[stream] = now
+                    await client.publish(self.topic(stream, "partial"), p.to_json(), qos=0)
+                    metrics.MQTT_PUBLISHES.labels("partial").inc()
+                else:
+                    wait = due - now if wait is None else min(wait, due - now)
+            if self._wake.is_set() or self.outbox.head() is not None:
+                continue
+            if wait is None:
+                await self._wake.wait()
+            else:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=wait)
