@@ -98,6 +98,7 @@ class ServerConfig(_Section):
     client_queue: int = Field(256, ge=4, description="Outgoing messages queued per client.")
     ping_interval: float = Field(20.0, gt=0.0)
     stall_timeout: float = Field(10.0, gt=0.0, description="Seconds without audio before /health is 503.")
+    web_dir: Path | None = Field(None, description="Caption page files served on / (None = clients/web).")
 
 
 class MqttConfig(_Section):
@@ -108,6 +109,9 @@ class MqttConfig(_Section):
     prefix: str = "streamer"
     outbox: int = Field(10000, ge=1, description="Finals kept while the broker is unreachable.")
     partial_interval: float = Field(0.25, ge=0.0, description="Minimum seconds between partials.")
+    reconnect_min: float = Field(0.5, gt=0.0, description="First reconnect delay (s), doubled per failure.")
+    reconnect_max: float = Field(30.0, gt=0.0, description="Longest reconnect delay (s).")
+    drain_timeout: float = Field(10.0, ge=0.0, description="Seconds to deliver the outbox at shutdown.")
 
 
 class TranscriptConfig(_Section):
