@@ -33,12 +33,19 @@ def _error(path: str | Path, exc: BaseException | str) -> SourceError:
     return SourceError(f"cannot read audio from '{path}': {reason}")
 
 
+def _no_audio(path: str | Path, container: av.container.InputContainer) -> SourceError:
+    # FFmpeg guesses a format for nearly anything (a text file is a 'tty' video); say what it saw.
+    kinds: list[str] = sorted({str(s.type) for s in container.streams}) or ["nothing"]
+    fmt = container.format.name
+    return _error(path, f"no audio stream in the file (FFmpeg reads it as '{fmt}' with {', '.join(kinds)})")
+
+
 def probe(path: str | Path) -> None:
     """Raise SourceError now if `path` cannot be opened or holds no audio stream."""
     try:
         with av.open(str(path)) as container:
             if not container.streams.audio:
-                raise _error(path, "no audio stream in the file")
+                raise _no_audio(path, container)
     except SourceError:
         raise
     except (av.error.FFmpegError, OSError, ValueError) as e:
@@ -55,7 +62,7 @@ def iter_audio(path: str | Path, chunk: int = 320) -> Iterator[np.ndarray]:
         raise _error(path, e) from None
     try:
         if not container.streams.audio:
-            raise _error(path, "no audio stream in the file")
+            raise _no_audio(path, container)
         stream = container.streams.audio[0]
         resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
         pending: list[np.ndarray] = []
