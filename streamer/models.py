@@ -117,7 +117,8 @@ class ModelEntry:
         return f"pip install 'streamer[{self.extra}]' (extra '{self.extra}')"
 
 
-def load_manifest(path: Path = MANIFEST) -> dict[str, ModelEntry]:
+def load_manifest(path: Path | None = None) -> dict[str, ModelEntry]:
+    path = path or MANIFEST
     try:
         with path.open("rb") as f:
             raw = tomllib.load(f)
@@ -532,13 +533,30 @@ def describe_models(settings: Settings) -> list[ModelRow]:
                 target = joined_dir(entry, cache_dir)
                 done = cache_is_valid(entry, target)
                 note = f"joined in {target}" if done else f"joins on first use into {target}"
-            rows.append(ModelRow(entry.name, ",".join(entry.languages), _human(entry.model_size), "package",
-                                 True, note, entry.name == configured))
+            rows.append(
+                ModelRow(
+                    entry.name,
+                    ",".join(entry.languages),
+                    _human(entry.model_size),
+                    "package",
+                    True,
+                    note,
+                    entry.name == configured,
+                )
+            )
         else:
             cached = _hub_cached(entry.hub) if entry.hub else None
-            rows.append(ModelRow(entry.name, ",".join(entry.languages), _human(entry.model_size),
-                                 "hub" if cached else "missing", cached is not None,
-                                 entry.install_hint(), entry.name == configured))
+            rows.append(
+                ModelRow(
+                    entry.name,
+                    ",".join(entry.languages),
+                    _human(entry.model_size),
+                    "hub" if cached else "missing",
+                    cached is not None,
+                    entry.install_hint(),
+                    entry.name == configured,
+                )
+            )
     for size in hub_names():
         if size in manifest:
             continue
@@ -546,16 +564,34 @@ def describe_models(settings: Settings) -> list[ModelRow]:
         langs = "en" if size.endswith(".en") else "multilingual"
         bin_path = cached / "model.bin" if cached else None
         disk = _human(bin_path.stat().st_size) if bin_path and bin_path.is_file() else "-"
-        rows.append(ModelRow(size, langs, disk, "hub", cached is not None,
-                             "cached" if cached else "downloaded on first use", size == configured))
+        rows.append(
+            ModelRow(
+                size,
+                langs,
+                disk,
+                "hub",
+                cached is not None,
+                "cached" if cached else "downloaded on first use",
+                size == configured,
+            )
+        )
     return rows
 
 
 def format_table(rows: list[ModelRow]) -> str:
     table = [("", "MODEL", "LANGUAGES", "SIZE", "FROM", "PRESENT", "NOTE")]
     for r in rows:
-        table.append(("*" if r.default else "", r.name, r.languages, r.size, r.origin,
-                      "yes" if r.present else "no", r.note))
+        table.append(
+            (
+                "*" if r.default else "",
+                r.name,
+                r.languages,
+                r.size,
+                r.origin,
+                "yes" if r.present else "no",
+                r.note,
+            )
+        )
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in table]
     lines.append("")

@@ -130,8 +130,14 @@ def test_stop_interrupts_the_backoff_wait() -> None:
     source = DeadMic()
     ring = RingBuffer(100)
     states: list[str] = []
-    cap = CaptureThread(source, ring, stream="test-capture-dead", retry_max=60.0, retry_base=30.0,
-                        on_state=lambda s, d: states.append(s))
+    cap = CaptureThread(
+        source,
+        ring,
+        stream="test-capture-dead",
+        retry_max=60.0,
+        retry_base=30.0,
+        on_state=lambda s, d: states.append(s),
+    )
     cap.start()
     time.sleep(0.2)
     t0 = time.monotonic()
@@ -161,8 +167,9 @@ def test_a_failing_state_callback_does_not_kill_capture() -> None:
         raise RuntimeError("observer bug")
 
     ring = RingBuffer(100)
-    cap = CaptureThread(FlakyMic(0, np.ones(10, np.float32)), ring, stream="test-capture-cb", retry_max=1.0,
-                        on_state=explode)
+    cap = CaptureThread(
+        FlakyMic(0, np.ones(10, np.float32)), ring, stream="test-capture-cb", retry_max=1.0, on_state=explode
+    )
     cap.start()
     cap.join(5)
     assert cap.error is None and ring.closed and ring.written == 10
