@@ -1,0 +1,28 @@
+# Developer entry points. `make test` works from a fresh clone: it creates .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Reinstall only when the dependency list changes.
+STAMP := $(VENV)/.installed
+
+.PHONY: venv run test lint clean-venv
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+run: venv
+	$(BIN)/streamer run
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+lint: venv
+	$(BIN)/ruff check streamer tests
+	$(BIN)/mypy
+
+clean-venv:
+	rm -rf $(VENV)
