@@ -70,7 +70,7 @@ class Bus:
         with self._lock:
             finals = self._finals.get(stream, [])
             # seq is 1..N without gaps, so seq k sits at index k-1.
-            return list(finals[max(since, 0):])
+            return list(finals[max(since, 0) :])
 
     def last_seq(self, stream: str) -> int:
         with self._lock:

@@ -42,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="start the captioning daemon")
     _add_common(run)
-    run.add_argument("--source", dest="source.spec", metavar="SPEC", help="mic | mic:DEVICE | file:PATH | stdin[:RATE]")
+    run.add_argument(
+        "--source", dest="source.spec", metavar="SPEC", help="mic | mic:DEVICE | file:PATH | stdin[:RATE]"
+    )
     run.add_argument("--stream", dest="stream", metavar="NAME", help="stream name (default 'main')")
     run.add_argument("--jsonl", action="store_true", help="write every event as one JSON line to stdout")
     run.add_argument("--host", dest="server.host")
@@ -52,14 +54,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--mqtt", dest="mqtt.url", metavar="URL", help="mqtt://host:1883 or mqtts://host:8883")
     run.add_argument("--mqtt-prefix", dest="mqtt.prefix", metavar="PREFIX")
     run.add_argument("--transcripts", dest="transcripts.dir", metavar="DIR", help="transcript directory")
-    run.add_argument("--fast", dest="source.realtime", action="store_const", const=False,
-                     help="replay file sources as fast as possible instead of at 1x")
+    run.add_argument(
+        "--fast",
+        dest="source.realtime",
+        action="store_const",
+        const=False,
+        help="replay file sources as fast as possible instead of at 1x",
+    )
 
     tr = sub.add_parser("transcribe", help="run the streaming pipeline over files as fast as possible")
     _add_common(tr)
     tr.add_argument("paths", nargs="+", metavar="PATH")
     tr.add_argument("--format", choices=["txt", "srt", "vtt", "json", "jsonl"], default="txt")
-    tr.add_argument("-o", "--output", metavar="OUT", help="output file (one path) or directory; default stdout")
+    tr.add_argument(
+        "-o", "--output", metavar="OUT", help="output file (one path) or directory; default stdout"
+    )
     tr.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     tr.add_argument("--no-filters", action="store_true", help="disable hallucination suppression")
 
@@ -74,15 +83,24 @@ def build_parser() -> argparse.ArgumentParser:
     try:
         from streamer.bench.cli import add_arguments as add_bench_arguments
     except ImportError:  # pragma: no cover - bench extras not installed
-        add_bench_arguments = None
-    if add_bench_arguments is not None:
+        pass
+    else:
         add_bench_arguments(bench)
     return parser
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    skip = {"command", "config", "paths", "format", "output", "no_progress", "jsonl", "models_command",
-            "no_filters"}
+    skip = {
+        "command",
+        "config",
+        "paths",
+        "format",
+        "output",
+        "no_progress",
+        "jsonl",
+        "models_command",
+        "no_filters",
+    }
     return {k: v for k, v in vars(args).items() if "." in k or k in {"stream", "log_level"} if k not in skip}
 
 
@@ -96,6 +114,8 @@ def _setup_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # faster-whisper logs every window it decodes; ours are several a second.
+    logging.getLogger("faster_whisper").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,9 +128,11 @@ def main(argv: list[str] | None = None) -> int:
         handler: Callable[[argparse.Namespace], int]
         if args.command == "devices":
             from streamer.audio.devices import main as handler
+
             return handler(args)
         if args.command == "bench":
             from streamer.bench.cli import run as handler
+
             return handler(args)
         settings = settings_from_args(args)
         _setup_logging(settings.log_level)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -60,6 +61,9 @@ class DecoderConfig(_Section):
     agreement: bool = Field(True, description="Mark the prefix two hypotheses agree on as stable.")
     beam_size: int = Field(5, ge=1, description="Beam size of the final decode.")
     partial_beam_size: int = Field(1, ge=1)
+    partial_context: float = Field(
+        15.0, ge=5.0, le=30.0, description="Seconds of encoder context for partials (30 = full)."
+    )
     max_window: float = Field(15.0, gt=2.0, le=30.0, description="Longest window decoded at once (s).")
     initial_prompt: str | None = None
     hotwords: str | None = None
@@ -161,7 +165,7 @@ class Settings(BaseSettings):
         return tuple(sources)
 
 
-def _describe_error(err: dict[str, Any]) -> str:
+def _describe_error(err: Mapping[str, Any]) -> str:
     key = ".".join(str(p) for p in err.get("loc", ()))
     value = err.get("input")
     msg = err.get("msg", "invalid value")

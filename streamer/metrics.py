@@ -6,8 +6,8 @@ kind of decode or the filter.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import REGISTRY as _DEFAULT
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 REGISTRY: CollectorRegistry = _DEFAULT
 

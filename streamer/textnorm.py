@@ -7,21 +7,21 @@ without spaces between words are scored by character error rate (CER) instead of
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import jiwer
 
 CER_LANGUAGES = frozenset({"ko", "ja", "zh", "th", "lo", "my", "km", "yue"})
 
 
-@lru_cache(maxsize=None)
+@cache
 def _english():  # type: ignore[no-untyped-def]
     from whisper_normalizer.english import EnglishTextNormalizer
 
     return EnglishTextNormalizer()
 
 
-@lru_cache(maxsize=None)
+@cache
 def _basic():  # type: ignore[no-untyped-def]
     from whisper_normalizer.basic import BasicTextNormalizer
 

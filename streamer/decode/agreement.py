@@ -85,6 +85,10 @@ class Agreement:
         self._previous_tail = tail[n:]
         return list(self.stable), tail[n:]
 
+    def forget_previous(self) -> None:
+        """Drop the previous hypothesis (after the stable words were set from outside)."""
+        self._previous_tail = []
+
     def commit(self, count: int) -> list[str]:
         """Remove the first `count` stable words (they became a final); returns them."""
         done, self.stable = self.stable[:count], self.stable[count:]

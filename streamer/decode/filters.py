@@ -21,7 +21,7 @@ import unicodedata
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
 from streamer.decode.hypothesis import HypSegment, HypWord, split_words
@@ -62,7 +62,7 @@ class PhraseList:
     unless_confident: frozenset[str]
 
 
-@lru_cache(maxsize=None)
+@cache
 def phrase_list(lang: str | None) -> PhraseList:
     always: set[str] = set()
     maybe: set[str] = set()
@@ -87,7 +87,9 @@ def phrase_list(lang: str | None) -> PhraseList:
     return PhraseList(frozenset(always), frozenset(maybe))
 
 
-def collapse_repetitions(words: list[str], min_repeats: int = 3, max_ngram: int = 8) -> tuple[list[int], bool]:
+def collapse_repetitions(
+    words: list[str], min_repeats: int = 3, max_ngram: int = 8
+) -> tuple[list[int], bool]:
     """Indices of the words to keep after collapsing runs of a repeated n-gram to one copy."""
     keys = [phrase_key(w) for w in words]
     keep = list(range(len(words)))
@@ -177,7 +179,11 @@ def filter_segments(
 
 
 def is_invented_phrase(
-    text: str, lang: str | None, opts: FilterOptions, mean_word_probability: float | None, no_speech_prob: float
+    text: str,
+    lang: str | None,
+    opts: FilterOptions,
+    mean_word_probability: float | None,
+    no_speech_prob: float,
 ) -> bool:
     """Whether a whole utterance is nothing but a known invented phrase."""
     if not opts.phrases:

@@ -33,7 +33,7 @@ class ConsoleSink:
                 self.out.flush()
             elif isinstance(event, Partial) and self.tty:
                 width = shutil.get_terminal_size((100, 20)).columns
-                text = event.text[-(width - 2):] if len(event.text) > width - 2 else event.text
+                text = event.text[-(width - 2) :] if len(event.text) > width - 2 else event.text
                 self.out.write("\r\x1b[2K" + text)
                 self.out.flush()
                 self._partial_shown = bool(text)
