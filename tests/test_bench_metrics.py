@@ -13,13 +13,31 @@ from streamer.textnorm import error_rate
 
 
 def partial(text: str, utt: int, emitted_at: float, start: float = 0.0, rev: int = 0) -> Partial:
-    return Partial(stream="s", utterance=utt, rev=rev, seq=utt + 1, text=text, stable="",
-                   start=start, end=emitted_at, emitted_at=emitted_at)
+    return Partial(
+        stream="s",
+        utterance=utt,
+        rev=rev,
+        seq=utt + 1,
+        text=text,
+        stable="",
+        start=start,
+        end=emitted_at,
+        emitted_at=emitted_at,
+    )
 
 
 def final(text: str, utt: int, emitted_at: float, start: float = 0.0, end: float | None = None) -> Final:
-    return Final(stream="s", utterance=utt, rev=0, seq=utt + 1, text=text, stable=text,
-                 start=start, end=end if end is not None else emitted_at, emitted_at=emitted_at)
+    return Final(
+        stream="s",
+        utterance=utt,
+        rev=0,
+        seq=utt + 1,
+        text=text,
+        stable=text,
+        start=start,
+        end=end if end is not None else emitted_at,
+        emitted_at=emitted_at,
+    )
 
 
 def ref_words(spec: list[tuple[str, float, float]]) -> list[m.RefWord]:
@@ -99,14 +117,22 @@ def test_align_reference_unanchored_tail_is_bounded_by_duration() -> None:
 # --------------------------------------------------------------------------- latency
 
 
-REF = ref_words([("the", 0.0, 0.3), ("cat", 0.3, 0.7), ("sat", 0.7, 1.0),
-                 ("on", 2.0, 2.2), ("the", 2.2, 2.3), ("mat", 2.3, 2.8)])
+REF = ref_words(
+    [
+        ("the", 0.0, 0.3),
+        ("cat", 0.3, 0.7),
+        ("sat", 0.7, 1.0),
+        ("on", 2.0, 2.2),
+        ("the", 2.2, 2.3),
+        ("mat", 2.3, 2.8),
+    ]
+)
 
 
 def test_word_latencies_known_answer() -> None:
     events = [
         partial("The", 0, 0.5),
-        partial("The cap", 0, 1.0),          # "cap" is wrong: "cat" has not appeared yet
+        partial("The cap", 0, 1.0),  # "cap" is wrong: "cat" has not appeared yet
         partial("The cat sat", 0, 1.5),
         final("The cat sat.", 0, 1.8),
         partial("On the", 1, 2.5, start=1.9),
@@ -149,12 +175,12 @@ def test_word_latencies_ignore_words_not_yet_spoken() -> None:
 
 def test_flicker_known_answer() -> None:
     events = [
-        partial("the", 0, 0.5),               # shown 1
-        partial("the cap", 0, 1.0),           # shown 1
-        partial("the cat sat", 0, 1.5),       # revised 1 (cap), shown 2
-        final("the cat sat.", 0, 1.8),        # revised 1 (sat), shown 1
-        partial("on", 1, 2.3),                # shown 1 (new utterance)
-        final("on the mat", 1, 3.0),          # shown 2
+        partial("the", 0, 0.5),  # shown 1
+        partial("the cap", 0, 1.0),  # shown 1
+        partial("the cat sat", 0, 1.5),  # revised 1 (cap), shown 2
+        final("the cat sat.", 0, 1.8),  # revised 1 (sat), shown 1
+        partial("on", 1, 2.3),  # shown 1 (new utterance)
+        final("on the mat", 1, 3.0),  # shown 2
     ]
     f = m.flicker(events)
     assert (f.revised, f.shown) == (2, 8)
@@ -174,7 +200,7 @@ def test_percentiles_match_numpy_linear() -> None:
     s = m.summarize(vals)
     assert s["n"] == 5
     assert s["median"] == pytest.approx(0.3)
-    assert s["p90"] == pytest.approx(0.74)   # 0.5 + 0.6 * (0.9 - 0.5)
+    assert s["p90"] == pytest.approx(0.74)  # 0.5 + 0.6 * (0.9 - 0.5)
     assert s["p99"] == pytest.approx(0.884)
     assert s["max"] == 0.9
     assert m.summarize([]) == {"n": 0, "mean": None, "median": None, "p90": None, "p99": None, "max": None}
@@ -184,8 +210,10 @@ def test_corpus_rate_weights_by_reference_length() -> None:
     # The English normaliser turns number words into digits, so plain words keep the count obvious.
     ref_a, hyp_a = "red green blue black", "red green blue block"
     ref_b, hyp_b = "pink white", "pink white"
-    rates = [(error_rate(ref_a, hyp_a), m.reference_units(ref_a, "en")),
-             (error_rate(ref_b, hyp_b), m.reference_units(ref_b, "en"))]
+    rates = [
+        (error_rate(ref_a, hyp_a), m.reference_units(ref_a, "en")),
+        (error_rate(ref_b, hyp_b), m.reference_units(ref_b, "en")),
+    ]
     assert m.corpus_rate(rates) == pytest.approx(1 / 6)
     assert m.corpus_rate([]) is None
     assert m.reference_units("안녕 하세요", "ko") == 5

@@ -1,0 +1,230 @@
+"""`streamer bench`: flags and the command itself (streamer/cli.py calls these)."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from streamer.bench.dataset import NONSPEECH_SET, SPEECH_SETS, default_audio_dir, load_all
+from streamer.bench.runner import BenchConfig, Runner, make_plan, parse_config
+
+# Named sets of configurations for --configs.
+PRESETS: dict[str, list[str]] = {
+    "sweep": [
+        "tiny.en,step=0.3",
+        "tiny.en,step=1.0",
+        "tiny.en,end_silence=0.3",
+        "tiny.en,end_silence=0.8",
+        "tiny.en,beam=1",
+        "tiny.en,agreement=off",
+    ],
+}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--audio",
+        metavar="DIR",
+        type=Path,
+        default=None,
+        help="audio directory with en/ long/ ko/ multi/ nonspeech/ "
+        "(default: $STREAMER_TEST_AUDIO or ../shared/audio)",
+    )
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        type=Path,
+        default=Path("bench-out"),
+        help="output directory for report.md, results.json and plots (default bench-out/)",
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="about two minutes of audio, tiny.en only, for a fast look"
+    )
+    p.add_argument(
+        "--models",
+        metavar="LIST",
+        default=None,
+        help="comma-separated models, each run with its defaults (default tiny.en,base; --quick: tiny.en)",
+    )
+    p.add_argument(
+        "--configs",
+        metavar="SPEC",
+        action="append",
+        default=[],
+        help="extra configuration '[NAME=]MODEL[,key=value...]' (keys: step, end_silence, beam, "
+        "agreement, partial_beam, or a dotted settings key); repeat, separate with ';', or "
+        f"name a preset ({', '.join(PRESETS)})",
+    )
+    p.add_argument(
+        "--reference-model",
+        metavar="NAME",
+        default=None,
+        help="model timing the reference words (default: the largest model benchmarked, at least base)",
+    )
+    p.add_argument(
+        "--sets",
+        metavar="LIST",
+        default=None,
+        help=f"limit to these sets ({', '.join((*SPEECH_SETS, NONSPEECH_SET))})",
+    )
+    p.add_argument(
+        "--latency-seconds",
+        metavar="S",
+        type=float,
+        default=None,
+        help="English audio replayed at 1x per configuration for latency (default 45 quick, 60 full)",
+    )
+    p.add_argument(
+        "--capacity",
+        metavar="LIST",
+        default="1,2,4,8",
+        help="concurrent stream counts to try (default 1,2,4,8)",
+    )
+    p.add_argument("--no-capacity", action="store_true", help="skip the capacity test")
+    p.add_argument("--capacity-model", metavar="NAME", default="tiny.en")
+    p.add_argument("--no-fanout", action="store_true", help="skip the WebSocket fan-out benchmark")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument("--config", metavar="FILE", help="TOML configuration the configurations start from")
+
+
+def _configs(args: argparse.Namespace) -> list[BenchConfig]:
+    models = [
+        m.strip()
+        for m in (args.models or ("tiny.en" if args.quick else "tiny.en,base")).split(",")
+        if m.strip()
+    ]
+    configs = [BenchConfig(m, m) for m in models]
+    for value in args.configs:
+        for spec in (s.strip() for s in value.split(";")):
+            if not spec:
+                continue
+            for expanded in PRESETS.get(spec, [spec]):
+                configs.append(parse_config(expanded))
+    names = [c.name for c in configs]
+    dupes = {n for n in names if names.count(n) > 1}
+    if dupes:
+        raise ValueError(f"configuration names must differ: {', '.join(sorted(dupes))}")
+    return configs
+
+
+def _reference_model(args: argparse.Namespace, configs: list[BenchConfig]) -> str:
+    if args.reference_model:
+        return str(args.reference_model)
+    # "At least as large as the one under test": base covers tiny.en and base.
+    order = ["tiny.en", "tiny", "base.en", "base", "small.en", "small", "medium.en", "medium", "large-v3"]
+    ranked = [c.model for c in configs if c.model in order]
+    largest = max(ranked, key=order.index, default="base")
+    return largest if order.index(largest) >= order.index("base") else "base"
+
+
+def _fanout() -> dict[str, Any] | None:
+    try:
+        from streamer.sinks.fanout_bench import run_fanout_bench
+    except ImportError:
+        return None
+    result: Any = run_fanout_bench(clients=200)
+    if hasattr(result, "model_dump"):
+        result = result.model_dump()
+    elif hasattr(result, "__dataclass_fields__"):
+        import dataclasses
+
+        result = dataclasses.asdict(result)
+    return result if isinstance(result, dict) else {"result": result}
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        configs = _configs(args)
+        levels = [int(x) for x in str(args.capacity).split(",") if x.strip()]
+        if any(n < 1 for n in levels):
+            raise ValueError("--capacity counts must be positive integers")
+    except ValueError as e:
+        print(f"streamer bench: {e}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    from streamer.bench.report import machine, terminal_summary, write_report
+
+    root = (args.audio or default_audio_dir()).resolve()
+    sets = load_all(root)
+    if args.sets:
+        wanted = {s.strip() for s in args.sets.split(",")}
+        unknown = wanted - {*SPEECH_SETS, NONSPEECH_SET}
+        if unknown:
+            print(f"streamer bench: unknown set(s) {', '.join(sorted(unknown))}", file=sys.stderr)
+            return 2
+        sets = {k: (v if k in wanted else []) for k, v in sets.items()}
+    plan = make_plan(sets, args.quick, levels, args.latency_seconds)
+    if not plan.latency:
+        print(
+            f"streamer bench: no English speech files (en/) in '{root}' to measure latency on",
+            file=sys.stderr,
+        )
+        return 2
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    started = dt.datetime.now(dt.timezone.utc)
+    wall0 = time.perf_counter()
+    results: dict[str, Any] = {
+        "meta": {
+            "command": "streamer bench "
+            + shlex.join(sys.argv[2:] if sys.argv[1:2] == ["bench"] else sys.argv[1:]),
+            "started": started.isoformat(timespec="seconds"),
+            "machine": machine(),
+            "audio_dir": str(root),
+            "quick": bool(args.quick),
+            "plan": {
+                "latency_files": [i.name for i in plan.latency],
+                "latency_seconds": sum(i.seconds for i in plan.latency),
+                "accuracy_sets": {k: len(v) for k, v in plan.accuracy.items()},
+                "accuracy_seconds": sum(i.seconds for v in plan.accuracy.values() for i in v),
+                "nonspeech_files": len(plan.nonspeech),
+                "nonspeech_seconds": sum(i.seconds for i in plan.nonspeech),
+                "capacity_file": plan.capacity_file.name if plan.capacity_file else None,
+            },
+        }
+    }
+    runner = Runner(
+        plan,
+        configs,
+        out,
+        _reference_model(args, configs),
+        config_file=args.config,
+        do_capacity=not args.no_capacity,
+        capacity_model=args.capacity_model,
+    )
+    from tqdm import tqdm
+
+    bar = tqdm(
+        total=round(runner.total_seconds()),
+        unit="audio-s",
+        file=sys.stderr,
+        disable=args.no_progress,
+        dynamic_ncols=True,
+    )
+
+    def tick(seconds: float, what: str) -> None:
+        bar.set_description(what[:60])
+        bar.update(round(seconds))
+
+    runner.tick = tick
+    try:
+        results.update(runner.run())
+        if not args.no_fanout:
+            bar.set_description("WebSocket fan-out")
+            results["fanout"] = _fanout()
+    finally:
+        bar.close()
+    results["meta"]["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    results["meta"]["wall_seconds"] = time.perf_counter() - wall0
+    paths = write_report(results, out)
+    print(terminal_summary(results))
+    print(f"\nreport: {paths['markdown']}  figures: {paths['json']}  plots: {out}/*.png")
+    return 0

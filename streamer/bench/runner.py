@@ -1,0 +1,530 @@
+"""Runs every configuration over the audio and collects the figures the report shows.
+
+Why two replay modes. Latency must be measured with the file replayed at real time (1x), so the
+audio clock and decoding compete as they would live; that costs wall time equal to the audio, per
+configuration. So latency (and CPU per audio second, decode RTF) is measured on a subset of the
+English files (`latency` set), and accuracy (WER/CER) and hallucinations are measured over the full
+sets in fast mode (the stream waits for the decoder, so nothing is dropped and the text is what a
+live stream on a fast enough machine would produce).
+
+The offline baseline (plain `WhisperModel.transcribe`, same model, same file) runs in the same
+process and the same run, once per model.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from streamer import metrics as prom
+from streamer.bench import metrics as m
+from streamer.bench.dataset import AudioItem, take_seconds
+from streamer.bench.offline import OfflineModel, OfflineResult, load_audio
+from streamer.bench.reference import interpolated_share, reference_words, timing_disagreement
+from streamer.config import Settings, load_settings
+from streamer.textnorm import error_rate, uses_cer
+
+# A file whose offline baseline makes more errors than the reference has words is taken to have a
+# reference that does not belong to its audio; it is listed but left out of the corpus figures.
+SUSPECT_REFERENCE_RATE = 1.0
+
+KEY_ALIASES = {
+    "step": "decoder.step",
+    "end_silence": "vad.end_silence",
+    "beam": "decoder.beam_size",
+    "beam_size": "decoder.beam_size",
+    "partial_beam": "decoder.partial_beam_size",
+    "agreement": "decoder.agreement",
+    "partials": "decoder.partials",
+    "max_window": "decoder.max_window",
+    "context": "decoder.context_finals",
+    "threshold": "vad.threshold",
+}
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    name: str
+    model: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+def _value(text: str) -> Any:
+    low = text.lower()
+    if low in ("on", "true", "yes"):
+        return True
+    if low in ("off", "false", "no"):
+        return False
+    for conv in (int, float):
+        try:
+            return conv(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_config(spec: str) -> BenchConfig:
+    """`[NAME=]MODEL[,key=value...]`, e.g. `tiny.en,step=0.3,agreement=off` or `fast=tiny.en,beam=1`.
+
+    Keys are the aliases in KEY_ALIASES or any dotted settings key (`vad.pad=0.1`).
+    """
+    parts = [p.strip() for p in spec.split(",") if p.strip()]
+    if not parts:
+        raise ValueError(f"empty configuration '{spec}'")
+    head = parts[0]
+    name, _, model = head.rpartition("=")
+    if not model:
+        raise ValueError(f"configuration '{spec}' names no model")
+    overrides: dict[str, Any] = {}
+    for part in parts[1:]:
+        key, sep, val = part.partition("=")
+        if not sep or not key:
+            raise ValueError(f"configuration '{spec}': '{part}' is not key=value")
+        dotted = KEY_ALIASES.get(key, key)
+        if "." not in dotted:
+            raise ValueError(
+                f"configuration '{spec}': unknown key '{key}' (use {', '.join(KEY_ALIASES)} or a dotted key)"
+            )
+        overrides[dotted] = _value(val)
+    if not name:
+        name = ",".join([model, *parts[1:]])
+    return BenchConfig(name, model, overrides)
+
+
+@dataclass
+class Plan:
+    """Which files each measurement uses."""
+
+    latency: list[AudioItem]
+    accuracy: dict[str, list[AudioItem]]
+    nonspeech: list[AudioItem]
+    capacity_file: AudioItem | None
+    capacity_levels: list[int]
+
+
+def make_plan(
+    sets: dict[str, list[AudioItem]],
+    quick: bool,
+    capacity_levels: Sequence[int],
+    latency_seconds: float | None = None,
+) -> Plan:
+    en = sets.get("en", [])
+    long = sets.get("long", [])
+    if quick:
+        # About two minutes of audio in all: ~45 s of English speech (latency at 1x and WER),
+        # a few Korean files (CER) and ~40 s of non-speech.
+        lat = take_seconds(en, latency_seconds or 45.0)
+        accuracy = {"en": lat, "ko": take_seconds(sets.get("ko", []), 15.0)}
+        nonspeech = take_seconds(sorted(sets.get("nonspeech", []), key=lambda i: i.seconds), 40.0)
+    else:
+        # Latency: the 26 s long clip (consecutive sentences, several utterances) plus ~60 s of en/.
+        short_long = sorted(long, key=lambda i: i.seconds)[:1]
+        lat = short_long + take_seconds(en, latency_seconds or 60.0)
+        accuracy = {k: sets.get(k, []) for k in ("en", "long", "ko", "multi")}
+        nonspeech = sets.get("nonspeech", [])
+    accuracy = {k: v for k, v in accuracy.items() if v}
+    cap_candidates = sorted(long, key=lambda i: i.seconds)[:1] or lat[:1]
+    return Plan(
+        lat, accuracy, nonspeech, cap_candidates[0] if cap_candidates else None, sorted(set(capacity_levels))
+    )
+
+
+def english_only(model: str) -> bool:
+    return model.endswith(".en")
+
+
+def _hist(metric: Any) -> dict[str, dict[str, Any]]:
+    """Snapshot of a labelled prometheus Histogram by its `kind` label: count, sum, buckets."""
+    out: dict[str, dict[str, Any]] = {}
+    for fam in metric.collect():
+        for s in fam.samples:
+            kind = s.labels.get("kind", "")
+            d = out.setdefault(kind, {"count": 0.0, "sum": 0.0, "buckets": {}})
+            if s.name.endswith("_count"):
+                d["count"] = s.value
+            elif s.name.endswith("_sum"):
+                d["sum"] = s.value
+            elif s.name.endswith("_bucket"):
+                d["buckets"][s.labels["le"]] = s.value
+    return out
+
+
+def hist_delta(before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Mean and bucket-bound median/p90 of the observations made between two snapshots."""
+    out: dict[str, Any] = {}
+    for kind, a in after.items():
+        b = before.get(kind, {"count": 0.0, "sum": 0.0, "buckets": {}})
+        count = a["count"] - b["count"]
+        if count <= 0:
+            continue
+        buckets = sorted(((float(le), v - b["buckets"].get(le, 0.0)) for le, v in a["buckets"].items()))
+
+        def bound(
+            q: float, buckets: list[tuple[float, float]] = buckets, count: float = count
+        ) -> float | None:
+            for le, cum in buckets:
+                if cum >= q * count:
+                    return None if le == float("inf") else le
+            return None
+
+        out[kind] = {
+            "count": int(count),
+            "mean": (a["sum"] - b["sum"]) / count,
+            "median_le": bound(0.5),
+            "p90_le": bound(0.9),
+        }
+    return out
+
+
+def _drop_counter() -> float:
+    total = 0.0
+    for fam in prom.AUDIO_DROPPED.collect():
+        for s in fam.samples:
+            if s.name.endswith("_total"):
+                total += s.value
+    return total
+
+
+@dataclass
+class Runner:
+    plan: Plan
+    configs: list[BenchConfig]
+    out_dir: Path
+    reference_model: str
+    config_file: str | None = None
+    do_capacity: bool = True
+    capacity_model: str = "tiny.en"
+    tick: Callable[[float, str], None] = lambda seconds, what: None
+    results: dict[str, Any] = field(default_factory=dict)
+    _offline: dict[str, OfflineModel] = field(default_factory=dict)
+
+    # -- settings ---------------------------------------------------------------------------
+
+    def settings(self, cfg: BenchConfig, lang: str | None, filters: bool = True) -> Settings:
+        overrides: dict[str, Any] = {"model.name": cfg.model, "decoder.language": lang, **cfg.overrides}
+        if not filters:
+            for key in (
+                "no_speech",
+                "compression",
+                "repetition",
+                "phrases",
+                "outside_speech",
+                "low_confidence",
+            ):
+                overrides[f"filters.{key}"] = False
+        return load_settings(self.config_file, overrides)
+
+    def offline_model(self, name: str) -> OfflineModel:
+        if name not in self._offline:
+            self._offline[name] = OfflineModel(name, load_settings(self.config_file, {"model.name": name}))
+        return self._offline[name]
+
+    def models(self) -> list[str]:
+        return list(dict.fromkeys(c.model for c in self.configs))
+
+    def items_for(self, model: str) -> dict[str, list[AudioItem]]:
+        if english_only(model):
+            return {k: v for k, v in self.plan.accuracy.items() if k in ("en", "long")}
+        return self.plan.accuracy
+
+    # -- measurement plan size (for the progress bar) ----------------------------------------
+
+    def total_seconds(self) -> float:
+        lat = sum(i.seconds for i in self.plan.latency)
+        ns = sum(i.seconds for i in self.plan.nonspeech)
+        total = 0.0
+        for cfg in self.configs:
+            acc = sum(i.seconds for items in self.items_for(cfg.model).values() for i in items)
+            total += lat + acc + ns
+        for model in self.models():
+            acc = sum(i.seconds for items in self.items_for(model).values() for i in items)
+            total += acc + ns + ns  # offline baseline + filters off
+            total += self.plan.latency[0].seconds if self.plan.latency else 0  # daemon probe
+        if self.do_capacity and self.plan.capacity_file is not None:
+            total += self.plan.capacity_file.seconds * len(self.plan.capacity_levels)
+        return total
+
+    # -- phases -----------------------------------------------------------------------------
+
+    def reference(self) -> dict[str, list[m.RefWord]]:
+        """Word timing reference for the latency and capacity files."""
+        model = self.offline_model(self.reference_model)
+        cache = self.out_dir / "cache" / "reference"
+        items = list(self.plan.latency)
+        if self.plan.capacity_file is not None and self.plan.capacity_file not in items:
+            items.append(self.plan.capacity_file)
+        refs = {}
+        for item in items:
+            refs[item.name] = reference_words(item, model, cache)
+        shares = [s for s in (interpolated_share(r) for r in refs.values()) if s is not None]
+        info: dict[str, Any] = {
+            "model": self.reference_model,
+            "files": [i.name for i in items],
+            "words": sum(len(r) for r in refs.values()),
+            "interpolated_share": sum(shares) / len(shares) if shares else None,
+        }
+        # The method's spread: the same references timed by a second, smaller model under test.
+        others = [mm for mm in self.models() if mm != self.reference_model]
+        if others:
+            other = self.offline_model(others[0])
+            diffs: list[float] = []
+            for item in items:
+                alt = reference_words(item, other, cache)
+                diffs.extend(timing_disagreement(refs[item.name], alt))
+            info["disagreement_model"] = others[0]
+            info["end_time_disagreement"] = m.summarize(diffs)
+        self.results["reference"] = info
+        return refs
+
+    def latency(self, cfg: BenchConfig, engine: Any, refs: dict[str, list[m.RefWord]]) -> dict[str, Any]:
+        from streamer.pipeline import run_file
+
+        files: dict[str, Any] = {}
+        firsts: list[float] = []
+        finals: list[float] = []
+        eos: list[float] = []
+        revised = shown = 0
+        missed = words = 0
+        audio = cpu = wall = 0.0
+        rtf0, dec0, drop0 = _hist(prom.DECODE_RTF), _hist(prom.DECODE_SECONDS), _drop_counter()
+        for item in self.plan.latency:
+            settings = self.settings(cfg, item.lang)
+            w0, c0 = time.perf_counter(), time.process_time()
+            events = run_file(settings, item.path, engine, realtime=True)
+            wall += time.perf_counter() - w0
+            cpu += time.process_time() - c0
+            audio += item.seconds
+            lat = m.word_latencies(refs[item.name], events, item.lang)
+            fl = m.flicker(events)
+            files[item.name] = {
+                "seconds": item.seconds,
+                "first": m.summarize(lat.first_latencies),
+                "final": m.summarize(lat.final_latencies),
+                "end_of_speech": m.summarize(lat.end_of_speech),
+                "flicker": fl.rate,
+                "words": len(lat.words),
+                "missed_final": lat.missed_final,
+                "partials": sum(1 for e in events if e.type == "partial"),
+                "finals": sum(1 for e in events if e.type == "final"),
+            }
+            firsts += lat.first_latencies
+            finals += lat.final_latencies
+            eos += lat.end_of_speech
+            revised += fl.revised
+            shown += fl.shown
+            missed += lat.missed_final
+            words += len(lat.words)
+            self.tick(item.seconds, f"{cfg.name}: latency {item.name}")
+        return {
+            "files": files,
+            "overall": {
+                "first": m.summarize(firsts),
+                "final": m.summarize(finals),
+                "end_of_speech": m.summarize(eos),
+                "flicker": m.Flicker(revised, shown).rate,
+                "words": words,
+                "missed_final": missed,
+            },
+            "samples": {"first": firsts, "final": finals},
+            "cost": {
+                "audio_seconds": audio,
+                "wall_seconds": wall,
+                "cpu_seconds": cpu,
+                "cpu_per_audio_second": cpu / audio if audio else None,
+                "decode_rtf": hist_delta(rtf0, _hist(prom.DECODE_RTF)),
+                "decode_seconds": hist_delta(dec0, _hist(prom.DECODE_SECONDS)),
+                "dropped_seconds": _drop_counter() - drop0,
+            },
+        }
+
+    def offline_accuracy(self, model: str) -> dict[str, OfflineResult]:
+        om = self.offline_model(model)
+        out = {}
+        for items in self.items_for(model).values():
+            for item in items:
+                out[item.name] = om.transcribe(load_audio(item.path), item.lang)
+                self.tick(item.seconds, f"offline {model}: {item.name}")
+        return out
+
+    def accuracy(self, cfg: BenchConfig, engine: Any, offline: dict[str, OfflineResult]) -> dict[str, Any]:
+        from streamer.pipeline import run_file
+
+        rows: list[dict[str, Any]] = []
+        for set_name, items in self.items_for(cfg.model).items():
+            for item in items:
+                assert item.reference is not None
+                events = run_file(self.settings(cfg, item.lang), item.path, engine, realtime=False)
+                text = " ".join(e.text for e in events if e.type == "final")
+                base = offline[item.name].text
+                stream_rate = error_rate(item.reference, text, item.lang)
+                offline_rate = error_rate(item.reference, base, item.lang)
+                rows.append(
+                    {
+                        "file": item.name,
+                        "set": set_name,
+                        "lang": item.lang,
+                        "metric": "cer" if uses_cer(item.lang) else "wer",
+                        "units": m.reference_units(item.reference, item.lang),
+                        "stream": stream_rate,
+                        "offline": offline_rate,
+                        "excluded": offline_rate > SUSPECT_REFERENCE_RATE,
+                        "stream_text": text,
+                        "offline_text": base,
+                    }
+                )
+                self.tick(item.seconds, f"{cfg.name}: accuracy {item.name}")
+        return {"files": rows, "sets": summarize_accuracy(rows)}
+
+    def hallucinations(self, cfg: BenchConfig, engine: Any, filters: bool) -> dict[str, Any]:
+        from streamer.pipeline import run_file
+
+        files = {}
+        for item in self.plan.nonspeech:
+            lang = "en"
+            events = run_file(self.settings(cfg, lang, filters=filters), item.path, engine, realtime=False)
+            texts = [e.text for e in events if e.type == "final"]
+            files[item.name] = {"words": m.count_words(texts, lang), "text": " ".join(texts)}
+            self.tick(item.seconds, f"{cfg.name}: non-speech {item.name}")
+        return {
+            "files": files,
+            "total_words": sum(f["words"] for f in files.values()),
+            "seconds": sum(i.seconds for i in self.plan.nonspeech),
+        }
+
+    def offline_hallucinations(self, model: str) -> dict[str, Any]:
+        om = self.offline_model(model)
+        files = {}
+        for item in self.plan.nonspeech:
+            r = om.transcribe(load_audio(item.path), "en")
+            files[item.name] = {"words": m.count_words([r.text], "en"), "text": r.text}
+            self.tick(item.seconds, f"offline {model}: non-speech {item.name}")
+        return {"files": files, "total_words": sum(f["words"] for f in files.values())}
+
+    def daemon_probe(self, model: str, refs: dict[str, list[m.RefWord]]) -> dict[str, Any] | None:
+        """One real daemon at 1x on the first latency file: startup, first caption, RSS, CPU."""
+        from streamer.bench.capacity import daemon_command, run_daemons
+
+        if not self.plan.latency:
+            return None
+        item = self.plan.latency[0]
+        work = self.out_dir / "work"
+        work.mkdir(parents=True, exist_ok=True)
+        cmd = daemon_command(item.path, model, item.lang or "en", work / "transcripts")
+        run = run_daemons([cmd], work, timeout=item.seconds * 3 + 120)[0]
+        self.tick(item.seconds, f"daemon {model}")
+        ref = refs.get(item.name, [])
+        first_word_end = ref[0].end if ref else None
+        return {
+            "file": item.name,
+            "returncode": run.returncode,
+            "ready_s": run.first_line_s,
+            "first_caption_s": run.first_caption_s,
+            "first_word_end_s": first_word_end,
+            "peak_rss_mb": run.peak_rss_mb,
+            "cpu_seconds": run.cpu_seconds,
+            "cpu_per_audio_second": run.cpu_seconds / item.seconds if item.seconds else None,
+            "wall_seconds": run.wall_seconds,
+            "dropped_seconds": run.dropped_seconds,
+            "stderr_tail": run.stderr_tail if run.returncode else "",
+        }
+
+    # -- everything -------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        from streamer.decode.engine import DecodeEngine
+
+        refs = self.reference()
+        offline: dict[str, dict[str, Any]] = {}
+        configs: list[dict[str, Any]] = []
+        for model in self.models():
+            om = self.offline_model(model)
+            c0 = time.process_time()
+            acc = self.offline_accuracy(model)
+            audio = sum(r.audio_seconds for r in acc.values())
+            offline[model] = {
+                "load_seconds": om.load_seconds,
+                "cpu_per_audio_second": (time.process_time() - c0) / audio if audio else None,
+                "results": acc,
+                "hallucinations": self.offline_hallucinations(model),
+                "daemon": self.daemon_probe(model, refs),
+            }
+        for cfg in self.configs:
+            base_settings = self.settings(cfg, "en")
+            w0 = time.perf_counter()
+            engine = DecodeEngine.from_settings(base_settings)
+            load_wall = time.perf_counter() - w0
+            try:
+                entry: dict[str, Any] = {
+                    "name": cfg.name,
+                    "model": cfg.model,
+                    "overrides": cfg.overrides,
+                    "settings": {
+                        "step": base_settings.decoder.step,
+                        "end_silence": base_settings.vad.end_silence,
+                        "beam_size": base_settings.decoder.beam_size,
+                        "agreement": base_settings.decoder.agreement,
+                    },
+                    "load_seconds": getattr(engine, "load_seconds", load_wall),
+                }
+                entry["latency"] = self.latency(cfg, engine, refs)
+                entry["accuracy"] = self.accuracy(cfg, engine, offline[cfg.model]["results"])
+                entry["hallucinations"] = {"with_filters": self.hallucinations(cfg, engine, True)}
+                # Without suppression once per model (the first configuration of that model).
+                if not any(c["model"] == cfg.model for c in configs):
+                    entry["hallucinations"]["without_filters"] = self.hallucinations(cfg, engine, False)
+            finally:
+                close = getattr(engine, "close", None)
+                if close is not None:
+                    close()
+            configs.append(entry)
+        self.results["configs"] = configs
+        self.results["offline"] = {
+            model: {
+                "load_seconds": o["load_seconds"],
+                "cpu_per_audio_second": o["cpu_per_audio_second"],
+                "hallucinations": o["hallucinations"],
+                "daemon": o["daemon"],
+            }
+            for model, o in offline.items()
+        }
+        if self.do_capacity and self.plan.capacity_file is not None:
+            from streamer.bench.capacity import capacity
+
+            item = self.plan.capacity_file
+            self.results["capacity"] = capacity(
+                item.path,
+                item.seconds,
+                refs[item.name],
+                self.plan.capacity_levels,
+                self.capacity_model,
+                self.out_dir / "work",
+                on_level=lambda n: self.tick(item.seconds, f"capacity {n} streams"),
+            )
+        return self.results
+
+
+def summarize_accuracy(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Corpus error rates per set and overall (per metric), streaming vs offline, and their ratio."""
+    out: dict[str, Any] = {}
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        # A set that mixes languages (multi/) is split by metric: WER and CER do not add up.
+        groups.setdefault(r["set"] if r["metric"] == "wer" else f"{r['set']} (cer)", []).append(r)
+        if r["lang"] == "en":
+            groups.setdefault("english", []).append(r)
+    for name, rs in groups.items():
+        kept = [r for r in rs if not r["excluded"]]
+        stream = m.corpus_rate((r["stream"], r["units"]) for r in kept)
+        off = m.corpus_rate((r["offline"], r["units"]) for r in kept)
+        out[name] = {
+            "metric": kept[0]["metric"] if kept else rs[0]["metric"],
+            "files": len(kept),
+            "excluded": [r["file"] for r in rs if r["excluded"]],
+            "stream": stream,
+            "offline": off,
+            "ratio": m.ratio(stream, off),
+        }
+    return out
