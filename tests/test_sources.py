@@ -152,7 +152,7 @@ def test_realtime_file_is_paced_at_1x(tmp_path: Path) -> None:
     for t, written in seen:
         audio_s = written / SAMPLE_RATE
         assert audio_s <= (t - t0) + 0.05
-        assert audio_s >= min(2.0, (t - t0) - 0.5)
+        assert audio_s >= min(2.0, (t - t0) - 1.0)  # generous: two shared cores
 
 
 def test_fast_file_replay_is_much_faster_than_realtime(tmp_path: Path) -> None:
