@@ -224,3 +224,93 @@ def test_ratio_and_word_counts() -> None:
     assert m.ratio(0.1, 0.0) is None
     assert m.ratio(None, 0.1) is None
     assert m.count_words(["Thank you.", "", "♪"]) == 2
+
+
+# --------------------------------------------------------------------------- configurations and targets
+
+
+def test_parse_config() -> None:
+    from streamer.bench.runner import parse_config
+
+    c = parse_config("tiny.en,step=0.3,agreement=off,beam=1")
+    assert c.model == "tiny.en"
+    assert c.overrides == {"decoder.step": 0.3, "decoder.agreement": False, "decoder.beam_size": 1}
+    assert c.name == "tiny.en,step=0.3,agreement=off,beam=1"
+    named = parse_config("fast=base,vad.pad=0.1")
+    assert (named.name, named.model, named.overrides) == ("fast", "base", {"vad.pad": 0.1})
+    for bad in ("", "tiny.en,step", "tiny.en,colour=red"):
+        with pytest.raises(ValueError):
+            parse_config(bad)
+
+
+def test_summarize_accuracy_excludes_mismatched_references_and_splits_metrics() -> None:
+    from streamer.bench.runner import summarize_accuracy
+
+    rows = [
+        {
+            "file": "en/a",
+            "set": "en",
+            "lang": "en",
+            "metric": "wer",
+            "units": 10,
+            "stream": 0.2,
+            "offline": 0.1,
+            "excluded": False,
+        },
+        {
+            "file": "en/b",
+            "set": "en",
+            "lang": "en",
+            "metric": "wer",
+            "units": 30,
+            "stream": 0.0,
+            "offline": 0.1,
+            "excluded": False,
+        },
+        {
+            "file": "en/bad",
+            "set": "en",
+            "lang": "en",
+            "metric": "wer",
+            "units": 5,
+            "stream": 3.0,
+            "offline": 3.0,
+            "excluded": True,
+        },
+        {
+            "file": "multi/zh",
+            "set": "multi",
+            "lang": "zh",
+            "metric": "cer",
+            "units": 20,
+            "stream": 0.1,
+            "offline": 0.05,
+            "excluded": False,
+        },
+    ]
+    sets = summarize_accuracy(rows)
+    assert sets["en"]["stream"] == pytest.approx(2 / 40)
+    assert sets["en"]["offline"] == pytest.approx(4 / 40)
+    assert sets["en"]["ratio"] == pytest.approx(0.5)
+    assert sets["en"]["excluded"] == ["en/bad"]
+    assert sets["english"]["files"] == 2
+    assert sets["multi (cer)"]["ratio"] == pytest.approx(2.0)
+
+
+def test_evaluate_targets() -> None:
+    from streamer.bench.report import evaluate_targets
+
+    summary = {"median": 0.9, "p90": 1.7, "p99": 2.0}
+    cfg = {
+        "name": "tiny.en",
+        "model": "tiny.en",
+        "overrides": {},
+        "latency": {"overall": {"final": summary, "first": {"median": None}}},
+    }
+    results = {"configs": [cfg], "capacity": {"max_streams": 6}}
+    got = {t["target"]: t for t in evaluate_targets(results)}
+    assert got["median final latency"]["ok"] is True
+    assert got["p90 final latency"]["ok"] is False
+    assert got["median first-appearance latency"]["ok"] is None  # not measured
+    assert got["concurrent real-time streams (final p90 <= 2 s)"]["ok"] is True
+    assert all(t["model"] == "tiny.en" for t in got.values())  # no base configuration, no base targets

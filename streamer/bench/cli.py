@@ -13,6 +13,7 @@ from typing import Any
 
 from streamer.bench.dataset import NONSPEECH_SET, SPEECH_SETS, default_audio_dir, load_all
 from streamer.bench.runner import BenchConfig, Runner, make_plan, parse_config
+from streamer.config import load_settings
 
 # Named sets of configurations for --configs.
 PRESETS: dict[str, list[str]] = {
@@ -106,6 +107,9 @@ def _configs(args: argparse.Namespace) -> list[BenchConfig]:
                 continue
             for expanded in PRESETS.get(spec, [spec]):
                 configs.append(parse_config(expanded))
+    for c in configs:
+        # A wrong key or value fails now, not after minutes of measuring (ConfigError is a ValueError).
+        load_settings(args.config, {"model.name": c.model, **c.overrides})
     names = [c.name for c in configs]
     dupes = {n for n in names if names.count(n) > 1}
     if dupes:
