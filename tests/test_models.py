@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +108,29 @@ def test_truncated_or_incomplete_cache_is_rebuilt(tmp_path: Path) -> None:
     assert not cache_is_valid(entry, first)
     resolve_model("base", cache_dir=tmp_path, allow_download=False)
     assert (first / "tokenizer.json").is_file() and cache_is_valid(entry, first)
+
+
+def test_concurrent_first_starts_join_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # Two processes (here: threads with their own lock file handles) starting at once.
+    caplog.set_level(logging.INFO, logger="streamer.models")
+    barrier = threading.Barrier(2)
+    results: list[Path | str] = []
+
+    def start() -> None:
+        barrier.wait()
+        results.append(resolve_model("base", cache_dir=tmp_path, allow_download=False).path)
+
+    threads = [threading.Thread(target=start) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(results) == 2 and results[0] == results[1]
+    target = Path(results[0])
+    assert cache_is_valid(load_manifest()["base"], target)
+    assert not list(target.glob(".*.tmp"))
+    joins = [r for r in caplog.records if r.getMessage().startswith("joining model 'base'")]
+    assert len(joins) == 1
 
 
 def test_parts_that_do_not_match_the_manifest_are_refused(
