@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 
 from sink_events import final
+
 from streamer.events import parse_event
 from streamer.sinks import formats
 
@@ -18,8 +19,7 @@ def test_srt_numbers_only_finals_with_text() -> None:
     finals = [final(1, "hello world"), final(2, "   "), final(3, "second\n\nline")]
     out = formats.format_srt(finals)
     assert out == (
-        "1\n00:00:02,000 --> 00:00:03,500\nhello world\n\n"
-        "2\n00:00:06,000 --> 00:00:07,500\nsecond line\n\n"
+        "1\n00:00:02,000 --> 00:00:03,500\nhello world\n\n2\n00:00:06,000 --> 00:00:07,500\nsecond line\n\n"
     )
 
 

@@ -108,7 +108,9 @@ events = st.lists(
 
 
 @given(events, st.integers(1, 10))
-def test_never_exceeds_capacity_and_finals_stay_ordered_and_unique(evs: list[tuple[str, int, int]], cap: int) -> None:
+def test_never_exceeds_capacity_and_finals_stay_ordered_and_unique(
+    evs: list[tuple[str, int, int]], cap: int
+) -> None:
     q = ClientQueue(cap)
     overflowed = False
     accepted: list[int] = []

@@ -8,8 +8,15 @@ from streamer.sinks.health import evaluate, stream_problem
 
 
 def h(state: str, age: float | None, dropped: float = 0.0) -> dict[str, Any]:
-    return {"state": state, "source": "mic", "audio_seconds": 5.0, "dropped_seconds": dropped,
-            "speech_seconds": 1.0, "last_audio_age": age, "finals": 2}
+    return {
+        "state": state,
+        "source": "mic",
+        "audio_seconds": 5.0,
+        "dropped_seconds": dropped,
+        "speech_seconds": 1.0,
+        "last_audio_age": age,
+        "finals": 2,
+    }
 
 
 def test_live_stream_with_recent_audio_is_healthy() -> None:
@@ -19,8 +26,12 @@ def test_live_stream_with_recent_audio_is_healthy() -> None:
 
 
 def test_stalled_live_stream_is_503_with_reason() -> None:
-    status, body = evaluate({"main": h("running", 12.0, 0.5), "b": h("running", 1.0)}, stall_timeout=10,
-                            uptime=100, extra={"clients": 3})
+    status, body = evaluate(
+        {"main": h("running", 12.0, 0.5), "b": h("running", 1.0)},
+        stall_timeout=10,
+        uptime=100,
+        extra={"clients": 3},
+    )
     assert status == 503 and body["status"] == "unhealthy"
     assert body["problems"] == {"main": "no audio for 12.0 s"}
     assert body["dropped_audio_seconds"] == 0.5 and body["clients"] == 3

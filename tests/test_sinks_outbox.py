@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from sink_events import final
+
 from streamer.sinks.outbox import Backoff, Outbox
 
 

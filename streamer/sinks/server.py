@@ -363,7 +363,14 @@ class CaptionServer:
         c.sender = asyncio.get_running_loop().create_task(self._send_loop(c, replay))
         try:
             async for message in ws:
-                if not self._control(c, message):
+                refusal = self._control(c, message)
+                if refusal is not None:
+                    metrics.WS_REJECTED.labels("bad_message").inc()
+                    self._unregister(c)
+                    c.closing = True
+                    if c.sender is not None:
+                        c.sender.cancel()
+                    await ws.close(*refusal)
                     break
         except ConnectionClosed:
             pass
@@ -372,26 +379,22 @@ class CaptionServer:
             if c.sender is not None and not c.sender.done() and not c.draining:
                 c.sender.cancel()
 
-    def _control(self, c: _Client, message: str | bytes) -> bool:
-        """Answer one client message; False when the client was closed for it."""
+    def _control(self, c: _Client, message: str | bytes) -> tuple[int, str] | None:
+        """Answer one client message; returns (close code, reason) when it is refused."""
         if isinstance(message, bytes):
-            metrics.WS_REJECTED.labels("bad_message").inc()
-            self._kick(c, CLOSE_UNSUPPORTED_DATA, "binary messages are not supported")
-            return False
+            return CLOSE_UNSUPPORTED_DATA, "binary messages are not supported"
         try:
             doc = json.loads(message)
         except ValueError:
             doc = None
         if not isinstance(doc, dict) or doc.get("type") != "ping":
-            metrics.WS_REJECTED.labels("bad_message").inc()
-            self._kick(c, CLOSE_POLICY, 'unsupported message: only {"type": "ping"} is accepted')
-            return False
+            return CLOSE_POLICY, 'unsupported message: only {"type": "ping"} is accepted'
         reply: dict[str, Any] = {"type": "pong"}
         if isinstance(doc.get("id"), (str, int)) and len(str(doc["id"])) <= 64:
             reply["id"] = doc["id"]
         reply["last_seq"] = self.bus.last_seq(c.params.stream)
         self._push(c, Item(Kind.OTHER, json.dumps(reply)))
-        return True
+        return None
 
     async def _send_loop(self, c: _Client, replay: list[Final]) -> None:
         ws = c.ws

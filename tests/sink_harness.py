@@ -1,0 +1,190 @@
+"""Running the real sinks against a Bus in tests: settings, a stand-in stream, HTTP helpers.
+
+The stream object here only reports health (what the sinks read from a stream); events are
+published into a real Bus from another thread, as the pipeline does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
+
+from streamer.bus import Bus, BusEvent
+from streamer.config import Settings
+from streamer.sinks import SinkContext, Sinks, start_sinks
+
+T = TypeVar("T")
+
+
+class StreamHealth:
+    """What the sinks see of a stream: a name and `.health()`; tests set the values."""
+
+    def __init__(self, name: str = "main") -> None:
+        self.name = name
+        self.values: dict[str, Any] = {
+            "state": "running",
+            "source": "file:test.wav",
+            "audio_seconds": 1.0,
+            "dropped_seconds": 0.0,
+            "speech_seconds": 0.5,
+            "last_audio_age": 0.0,
+            "finals": 0,
+        }
+
+    def health(self) -> dict[str, Any]:
+        return dict(self.values)
+
+
+def settings(**sections: dict[str, Any]) -> Settings:
+    base: dict[str, Any] = {
+        "server": {"port": 0},
+        "transcripts": {"dir": None},
+        "decoder": {"language": "en"},
+        "model": "tiny.en",
+    }
+    for key, value in sections.items():
+        base[key] = {**base.get(key, {}), **value}
+    return Settings(**base)
+
+
+def run(coro: Awaitable[T], timeout: float = 60.0) -> T:
+    """Run one test coroutine with a hard time bound."""
+
+    async def bounded() -> T:
+        return await asyncio.wait_for(coro, timeout)
+
+    return asyncio.run(bounded())
+
+
+async def start(
+    bus: Bus, s: Settings, streams: Iterable[str] = ("main",)
+) -> tuple[Sinks, dict[str, StreamHealth]]:
+    stubs = {name: StreamHealth(name) for name in streams}
+    sinks = await start_sinks(SinkContext(settings=s, bus=bus, streams=stubs, model="tiny.en"))
+    return sinks, stubs
+
+
+def publish_in_thread(bus: Bus, events: Iterable[BusEvent], interval: float = 0.0) -> threading.Thread:
+    """Publish from another thread, like the pipeline; records the slowest publish() call."""
+    evs = list(events)
+
+    def work() -> None:
+        slowest = 0.0
+        for ev in evs:
+            t0 = time.perf_counter()
+            bus.publish(ev)
+            slowest = max(slowest, time.perf_counter() - t0)
+            if interval:
+                time.sleep(interval)
+        t.slowest = slowest  # type: ignore[attr-defined]
+
+    t = threading.Thread(target=work, daemon=True)
+    t.start()
+    return t
+
+
+def _http(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+async def http_get(
+    port: int, path: str, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    return await asyncio.to_thread(_http, f"http://127.0.0.1:{port}{path}", headers)
+
+
+async def recv_json(ws: Any, timeout: float = 10.0) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+    return doc
+
+
+async def recv_until(
+    ws: Any, stop: Callable[[dict[str, Any]], bool], timeout: float = 20.0
+) -> list[dict[str, Any]]:
+    """Messages up to and including the first one for which `stop` is true."""
+    out: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        doc = await recv_json(ws, max(0.1, deadline - time.monotonic()))
+        out.append(doc)
+        if stop(doc):
+            return out
+
+
+class StuckClient:
+    """A WebSocket client that completes the handshake and then reads nothing until `drain()`.
+
+    It is websockets' own sans-I/O client protocol over a plain blocking socket, so the server
+    sees a real, well-behaved WebSocket peer that simply stopped reading (a frozen tab). The small
+    receive buffer keeps loopback TCP autotuning from absorbing megabytes first.
+    """
+
+    def __init__(self, port: int, query: str = "", rcvbuf: int = 8192) -> None:
+        from websockets.client import ClientProtocol
+        from websockets.protocol import State
+        from websockets.uri import parse_uri
+
+        self.proto = ClientProtocol(parse_uri(f"ws://127.0.0.1:{port}/ws?{query}"), max_size=None)
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(10)
+        self.sock.connect(("127.0.0.1", port))
+        self.proto.send_request(self.proto.connect())
+        self._flush()
+        while self.proto.state is State.CONNECTING:
+            data = self.sock.recv(512)
+            if not data:
+                raise ConnectionError("server closed during the handshake")
+            self.proto.receive_data(data)
+        if self.proto.handshake_exc is not None:
+            raise self.proto.handshake_exc
+        self._early = self.proto.events_received()  # the handshake response, maybe `hello` too
+
+    def _flush(self) -> None:
+        for chunk in self.proto.data_to_send():
+            if chunk:
+                self.sock.sendall(chunk)
+
+    def drain(self, timeout: float = 10.0) -> tuple[list[dict[str, Any]], int | None, str]:
+        """Read until the connection ends: (messages, close code received, close reason)."""
+        from websockets.frames import Opcode
+
+        self.sock.settimeout(timeout)
+        from websockets.frames import Frame
+
+        msgs: list[dict[str, Any]] = []
+        events: list[Any] = list(self._early)
+        try:
+            while True:
+                try:
+                    data = self.sock.recv(65536)
+                except (ConnectionResetError, TimeoutError):
+                    break
+                if not data:
+                    self.proto.receive_eof()
+                else:
+                    self.proto.receive_data(data)
+                events += self.proto.events_received()
+                for ev in events:
+                    if isinstance(ev, Frame) and ev.opcode is Opcode.TEXT:
+                        msgs.append(json.loads(bytes(ev.data)))
+                events = []
+                self._flush()
+                if not data:
+                    break
+        finally:
+            self.sock.close()
+        rcvd = self.proto.close_rcvd
+        return msgs, (rcvd.code if rcvd else None), (rcvd.reason if rcvd else "")
