@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
+import sys
 import threading
 import time
 import wave
@@ -375,3 +377,60 @@ def test_devices_command_lists_or_explains(capsys: pytest.CaptureFixture[str]) -
     table = format_devices(devs())
     assert "USB Audio Device" in table and "44100" in table
     assert next(line for line in table.splitlines() if line.startswith("*")).split()[1] == "7"
+
+
+MIC_SCRIPT = """
+import json, sys, threading, time
+from streamer.audio import open_source
+from streamer.audio.ring import RingBuffer
+from streamer.config import load_settings
+from streamer.errors import SourceError
+
+out = {}
+try:
+    open_source("mic:no such mic", load_settings())
+except SourceError as e:
+    out["missing"] = str(e)
+src = open_source("mic:streamer_null", load_settings())
+out["description"] = src.description
+ring = RingBuffer(16000 * 5)
+stop = threading.Event()
+t = threading.Thread(target=src.run, args=(ring, stop))
+t.start()
+time.sleep(0.5)
+stop.set()
+t0 = time.monotonic()
+t.join(5)
+out["stop_seconds"] = time.monotonic() - t0
+out["alive"] = t.is_alive()
+out["written"] = ring.written
+_, data = ring.read()
+out["read"] = int(data.size)
+out["dtype"] = str(data.dtype)
+json.dump(out, sys.stdout)
+"""
+
+
+def test_mic_source_on_a_real_alsa_device(tmp_path: Path) -> None:
+    # No sound card here: an ALSA 'null' capture device (silence, delivered without a clock) in a
+    # private $HOME/.asoundrc lets PortAudio open a real input stream in a child process.
+    (tmp_path / ".asoundrc").write_text(
+        'pcm.streamer_null {\n type null\n hint { show on description "null capture" }\n}\n'
+    )
+    env = {**os.environ, "HOME": str(tmp_path)}
+    proc = subprocess.run(
+        [sys.executable, "-c", MIC_SCRIPT], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["description"] == "mic:streamer_null"
+    assert "no input device matches 'no such mic'" in out["missing"] and "streamer_null" in out["missing"]
+    assert not out["alive"] and out["stop_seconds"] < 2.0
+    # The null device's samples are not meaningful; that they flowed through the callback is.
+    assert out["written"] > 0 and out["read"] > 0 and out["dtype"] == "float32"
+
+    listing = subprocess.run(
+        [sys.executable, "-m", "streamer", "devices"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert listing.returncode == 0, listing.stderr
+    assert "streamer_null" in listing.stdout and "44100" in listing.stdout
