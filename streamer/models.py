@@ -42,7 +42,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parent.parent
-MANIFEST = REPO / "models" / "manifest.toml"
+# models/manifest.toml in a checkout; streamer/data/models.toml (a symlink to it, which setuptools
+# copies into wheels as a file) in an installed package.
+MANIFEST = next(
+    (
+        p
+        for p in (REPO / "models" / "manifest.toml", Path(__file__).parent / "data" / "models.toml")
+        if p.is_file()
+    ),
+    REPO / "models" / "manifest.toml",
+)
 MARKER = ".verified.json"
 _COPY_BLOCK = 1 << 20
 

