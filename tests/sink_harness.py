@@ -188,3 +188,10 @@ class StuckClient:
             self.sock.close()
         rcvd = self.proto.close_rcvd
         return msgs, (rcvd.code if rcvd else None), (rcvd.reason if rcvd else "")
+
+
+async def publish(bus: Bus, events: Iterable[BusEvent], interval: float = 0.0) -> float:
+    """Publish from another thread without blocking the test's loop; returns the slowest publish()."""
+    t = publish_in_thread(bus, events, interval)
+    await asyncio.to_thread(t.join)
+    return float(t.slowest)  # type: ignore[attr-defined]

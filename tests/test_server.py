@@ -9,7 +9,17 @@ import random
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sink_events import final, partial
-from sink_harness import StuckClient, http_get, publish_in_thread, recv_json, recv_until, run, settings, start
+from sink_harness import (
+    StuckClient,
+    http_get,
+    publish,
+    publish_in_thread,
+    recv_json,
+    recv_until,
+    run,
+    settings,
+    start,
+)
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Origin
@@ -41,7 +51,7 @@ def test_hello_replay_then_live_partials_and_finals() -> None:
                 assert hello["model"] == "tiny.en" and hello["language"] == "en" and hello["protocol"] == 1
                 replay = [await recv_json(ws) for _ in range(5)]
                 assert seqs(replay) == [21, 22, 23, 24, 25]  # the last replay_finals finals
-                publish_in_thread(bus, [partial(26, 0), partial(26, 1), final(26)]).join()
+                await publish(bus, [partial(26, 0), partial(26, 1), final(26)])
                 live = await recv_until(ws, lambda m: m["type"] == "final")
                 assert live[-1]["seq"] == 26
                 assert all(m["type"] == "partial" and m["seq"] == 26 for m in live[:-1])
@@ -61,9 +71,7 @@ def test_partials_off_and_unknown_stream_and_bad_since() -> None:
         try:
             async with connect(url(port, "stream=room2&partials=false&since=0")) as ws:
                 assert (await recv_json(ws))["streams"] == ["main", "room2"]
-                publish_in_thread(
-                    bus, [final(1), partial(1, 0, stream="room2"), final(1, stream="room2")]
-                ).join()
+                await publish(bus, [final(1), partial(1, 0, stream="room2"), final(1, stream="room2")])
                 msg = await recv_json(ws)
                 assert (msg["type"], msg["stream"], msg["seq"]) == ("final", "room2", 1)
             for query, code in (
@@ -91,13 +99,13 @@ def test_reconnect_with_since_gets_exactly_the_missed_finals() -> None:
         try:
             async with connect(url(port)) as ws:
                 await recv_json(ws)
-                publish_in_thread(bus, [final(i) for i in range(1, 6)]).join()
+                await publish(bus, [final(i) for i in range(1, 6)])
                 got = await recv_until(ws, lambda m: m.get("seq") == 5)
                 assert seqs(got) == [1, 2, 3, 4, 5]
-            publish_in_thread(bus, [final(i) for i in range(6, 11)]).join()  # while disconnected
+            await publish(bus, [final(i) for i in range(6, 11)])  # while disconnected
             async with connect(url(port, "since=5")) as ws:
                 await recv_json(ws)
-                publish_in_thread(bus, [final(11)]).join()
+                await publish(bus, [final(11)])
                 got = await recv_until(ws, lambda m: m.get("seq") == 11)
                 assert seqs(got) == [6, 7, 8, 9, 10, 11]
         finally:
@@ -152,7 +160,7 @@ def test_slow_client_is_closed_4008_and_catches_up_with_since() -> None:
             got_fast = await recv_until(fast, lambda m: m.get("seq") == n, timeout=30)
             assert seqs(got_fast) == list(range(1, n + 1))
             await asyncio.to_thread(pub.join)
-            assert pub.slowest < 0.05  # type: ignore[attr-defined]
+            assert pub.slowest < 0.05  # type: ignore[attr-defined]  # the bus never waits for a client
             assert sinks.server.client_count == 1  # type: ignore[union-attr]
             # The stuck client now reads what it was sent, then finds the close frame.
             msgs, code, reason = await asyncio.to_thread(stuck.drain)
@@ -330,7 +338,7 @@ def test_close_delivers_queued_finals_then_1001() -> None:
         ws = await connect(url(port))
         await recv_json(ws)
         # Publish and close at once: what the bus accepted before close() must still arrive.
-        publish_in_thread(bus, [final(i) for i in range(1, 51)]).join()
+        await publish(bus, [final(i) for i in range(1, 51)])
         await sinks.close()
         got: list[int] = []
         with pytest.raises(ConnectionClosed) as e:
