@@ -181,19 +181,22 @@ def capacity(
     on_level: Callable[[int], None] | None = None,
 ) -> dict[str, object]:
     """Largest N of `levels` (ascending) for which N concurrent 1x streams keep final p90 under 2 s
-    and drop no audio; stops at the first level that fails."""
+    and drop no audio (`max_streams`), and the same with final-after-end-of-speech p90 instead
+    (`max_streams_end_of_speech`); stops at the first level that fails both."""
     work_dir.mkdir(parents=True, exist_ok=True)
     results: list[dict[str, object]] = []
-    best = 0
+    best = best_eos = 0
     for n in levels:
         cmds = [daemon_command(path, model, "en", work_dir / f"transcripts-{n}-{i}") for i in range(n)]
         runs = run_daemons(cmds, work_dir, timeout=seconds * 3 + 120)
         finals: list[float] = []
+        eos: list[float] = []
         per_stream: list[dict[str, object]] = []
         silent_streams = 0
         for r in runs:
             lat = word_latencies(ref, r.events)
             finals.extend(lat.final_latencies)
+            eos.extend(lat.end_of_speech)
             silent_streams += not lat.final_latencies
             per_stream.append(
                 {
@@ -208,31 +211,35 @@ def capacity(
                 }
             )
         p90 = summarize(finals)["p90"]
+        eos_p90 = summarize(eos)["p90"]
         dropped = sum(r.dropped_seconds for r in runs)
         failed = [r for r in runs if r.returncode != 0]
         # A stream that never finalised a word has no latency to speak of: that is a failure too.
-        ok = (
-            not failed
-            and p90 is not None
-            and float(p90) <= CAPACITY_P90_LIMIT
-            and dropped == 0.0
-            and silent_streams == 0
-        )
+        healthy = not failed and dropped == 0.0 and silent_streams == 0
+        ok = healthy and p90 is not None and float(p90) <= CAPACITY_P90_LIMIT
+        # Secondary verdict, so the test still says something when per-word final latency is long
+        # by design (long utterances): finals within 2 s of the end of speech, nothing dropped.
+        keeps_up = healthy and eos_p90 is not None and float(eos_p90) <= CAPACITY_P90_LIMIT
         results.append(
             {
                 "streams": n,
                 "final_p90": p90,
+                "end_of_speech_p90": eos_p90,
                 "dropped_seconds": dropped,
                 "ok": ok,
+                "keeps_up": keeps_up,
                 "failed_processes": len(failed),
                 "per_stream": per_stream,
             }
         )
         if on_level is not None:
             on_level(n)
-        if not ok:
+        if ok:
+            best = n
+        if keeps_up:
+            best_eos = n
+        if not ok and not keeps_up:
             break
-        best = n
     return {
         "model": model,
         "file": str(path),
@@ -240,4 +247,5 @@ def capacity(
         "p90_limit": CAPACITY_P90_LIMIT,
         "levels": results,
         "max_streams": best,
+        "max_streams_end_of_speech": best_eos,
     }

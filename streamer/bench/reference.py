@@ -82,6 +82,11 @@ def interpolated_share(words: list[RefWord]) -> float | None:
     return sum(1 for w in words if w.source == "interpolated") / len(words) if words else None
 
 
+def match_share(words: list[RefWord]) -> float | None:
+    """Share of reference tokens the timing pass heard exactly (low: the reference may not fit)."""
+    return sum(1 for w in words if w.source == "match") / len(words) if words else None
+
+
 def timing_disagreement(a: list[RefWord], b: list[RefWord]) -> list[float]:
     """|end time difference| per token between two references of the same text (same tokens)."""
     if [w.text for w in a] != [w.text for w in b]:

@@ -495,18 +495,29 @@ def markdown(results: dict[str, Any]) -> str:
             f"{_f(cap['file_seconds'], 1)} s)",
             "",
             f"Largest number of concurrent streams with final p90 ≤ {cap['p90_limit']} s and no audio "
-            f"dropped: **{cap['max_streams']}**",
+            f"dropped: **{cap['max_streams']}**; with final-after-end-of-speech p90 ≤ {cap['p90_limit']} s "
+            f"instead: **{cap.get('max_streams_end_of_speech')}**",
             "",
         ]
         lines += _table(
-            ["streams", "final p90 s", "dropped s", "failed processes", "ok"],
+            [
+                "streams",
+                "final p90 s",
+                "end-of-speech p90 s",
+                "dropped s",
+                "failed processes",
+                "ok",
+                "keeps up",
+            ],
             [
                 [
                     str(lv["streams"]),
                     _f(lv["final_p90"]),
+                    _f(lv.get("end_of_speech_p90")),
                     _f(lv["dropped_seconds"]),
                     str(lv["failed_processes"]),
                     _f(lv["ok"]),
+                    _f(lv.get("keeps_up")),
                 ]
                 for lv in cap["levels"]
             ],
@@ -523,7 +534,9 @@ def markdown(results: dict[str, Any]) -> str:
             f"Offline faster-whisper `{ref.get('model')}` with word timestamps; the reference transcript "
             "is aligned to its words by minimal edit distance after normalisation; words it missed are "
             "spread evenly between timed neighbours "
-            f"({_pct(ref.get('interpolated_share'))} of {ref.get('words')} words).",
+            f"({_pct(ref.get('interpolated_share'))} of {ref.get('words')} words). Files whose reference "
+            "mostly disagrees with the timing pass (under half the words matched) are left out of latency: "
+            f"{', '.join(ref.get('excluded_mismatched') or []) or 'none'}.",
         ]
         dis = ref.get("end_time_disagreement")
         if dis:
@@ -553,7 +566,10 @@ def terminal_summary(results: dict[str, Any]) -> str:
         )
     cap = results.get("capacity")
     if cap:
-        lines.append(f"\ncapacity ({cap['model']}): {cap['max_streams']} concurrent real-time streams")
+        lines.append(
+            f"\ncapacity ({cap['model']}): {cap['max_streams']} concurrent real-time streams "
+            f"(final p90 <= 2 s); {cap.get('max_streams_end_of_speech')} by final-after-end-of-speech p90"
+        )
     lines.append("")
     for t in results.get("targets", []):
         mark = {True: "ok  ", False: "MISS", None: "n/a "}[t["ok"]]

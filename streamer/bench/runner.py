@@ -23,13 +23,15 @@ from streamer import metrics as prom
 from streamer.bench import metrics as m
 from streamer.bench.dataset import AudioItem, take_seconds
 from streamer.bench.offline import OfflineModel, OfflineResult, load_audio
-from streamer.bench.reference import interpolated_share, reference_words, timing_disagreement
+from streamer.bench.reference import interpolated_share, match_share, reference_words, timing_disagreement
 from streamer.config import Settings, load_settings
 from streamer.textnorm import error_rate, uses_cer
 
 # A file whose offline baseline makes more errors than the reference has words is taken to have a
 # reference that does not belong to its audio; it is listed but left out of the corpus figures.
 SUSPECT_REFERENCE_RATE = 1.0
+# Likewise for latency: a file where fewer than half the reference words match the timing pass.
+MIN_MATCH_SHARE = 0.5
 
 KEY_ALIASES = {
     "step": "decoder.step",
@@ -259,12 +261,19 @@ class Runner:
         refs = {}
         for item in items:
             refs[item.name] = reference_words(item, model, cache)
+        # A reference the offline pass mostly disagrees with belongs to other audio: timing its words
+        # would be noise, so such files are left out of latency (and listed).
+        mismatched = [i.name for i in items if (match_share(refs[i.name]) or 0.0) < MIN_MATCH_SHARE]
+        self.plan.latency = [i for i in self.plan.latency if i.name not in mismatched]
+        if self.plan.capacity_file is not None and self.plan.capacity_file.name in mismatched:
+            self.plan.capacity_file = self.plan.latency[0] if self.plan.latency else None
         shares = [s for s in (interpolated_share(r) for r in refs.values()) if s is not None]
         info: dict[str, Any] = {
             "model": self.reference_model,
             "files": [i.name for i in items],
             "words": sum(len(r) for r in refs.values()),
             "interpolated_share": sum(shares) / len(shares) if shares else None,
+            "excluded_mismatched": mismatched,
         }
         # The method's spread: the same references timed by a second, smaller model under test.
         others = [mm for mm in self.models() if mm != self.reference_model]
