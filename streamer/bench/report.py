@@ -248,7 +248,9 @@ def write_plots(results: dict[str, Any], out_dir: Path) -> list[Path]:
         plt.close(fig)
         written.append(path)
 
-        fig, axes_arr = plt.subplots(1, len(configs), figsize=(4.2 * len(configs), 4.2), squeeze=False)
+        fig, axes_arr = plt.subplots(
+            1, len(configs), figsize=(max(6.0, 4.2 * len(configs)), 4.6), squeeze=False
+        )
         for ax, c in zip(axes_arr[0], configs, strict=True):
             rows = c["accuracy"]["files"]
             sets = sorted({r["set"] for r in rows})
@@ -264,7 +266,11 @@ def write_plots(results: dict[str, Any], out_dir: Path) -> list[Path]:
             ax.set_ylabel("streaming error rate")
             ax.legend(fontsize=7)
             ax.grid(alpha=0.3)
-        fig.suptitle("WER (CER for ko/zh) per file: streaming vs offline; above the line = worse")
+        fig.suptitle(
+            "Error rate per file (WER; CER for ko/zh): streaming vs offline\n"
+            "above the line = streaming is worse",
+            fontsize=9,
+        )
         fig.tight_layout()
         path = out_dir / "wer.png"
         fig.savefig(path, dpi=110)
