@@ -314,3 +314,13 @@ def test_evaluate_targets() -> None:
     assert got["median first-appearance latency"]["ok"] is None  # not measured
     assert got["concurrent real-time streams (final p90 <= 2 s)"]["ok"] is True
     assert all(t["model"] == "tiny.en" for t in got.values())  # no base configuration, no base targets
+
+
+def test_flicker_normalized_ignores_punctuation_and_case() -> None:
+    events = [
+        partial("the block", 0, 1.0),
+        partial("The block books...", 0, 1.5),
+        final("The block books.", 0, 2.0),
+    ]
+    assert m.flicker(events) == m.Flicker(revised=3, shown=6)
+    assert m.flicker(events, normalized="en") == m.Flicker(revised=0, shown=3)

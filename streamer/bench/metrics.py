@@ -81,8 +81,10 @@ class RefWord:
 def _word_tokens(word: str, lang: str | None) -> tuple[str, ...]:
     norm = normalize(word, lang)
     if uses_cer(lang):
-        return tuple(norm.replace(" ", ""))
-    return tuple(norm.split())
+        return tuple(c for c in norm if c.isalnum())
+    # The English normaliser leaves a lone "." from "books..."; a token without a letter or digit
+    # is not a word anyone reads.
+    return tuple(t for t in norm.split() if any(c.isalnum() for c in t))
 
 
 def tokenize(text: str, lang: str | None = "en") -> list[str]:
@@ -312,21 +314,22 @@ class Flicker:
         return self.revised / self.shown if self.shown else None
 
 
-def flicker(events: Sequence[CaptionLike]) -> Flicker:
+def flicker(events: Sequence[CaptionLike], normalized: str | None = None) -> Flicker:
     """Count displayed-word revisions per utterance.
 
     The display of an utterance is its latest partial, then its final. Between two consecutive
     displays, the words after their common prefix are the ones that changed: those of the old
     display count as revised, those of the new one as shown. Words are the displayed words as the
     user sees them (whitespace-split, punctuation and case included), because that is what moves
-    on screen.
+    on screen; with `normalized` set to a language, normalised tokens are compared instead, which
+    counts only changes of the words themselves (not "modern" -> "modern.").
     """
     displays: dict[int, list[str]] = {}
     revised = shown = 0
     for ev in events:
         if ev.type not in ("partial", "final"):
             continue
-        new = ev.text.split()
+        new = ev.text.split() if normalized is None else tokenize(ev.text, normalized)
         old = displays.get(ev.utterance, [])
         p = 0
         while p < len(old) and p < len(new) and old[p] == new[p]:

@@ -341,7 +341,8 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         "Latency = event `emitted_at` − the word's end in the reference timing. First = the word first "
         "shown correctly (partial or final); final = the word part of a final. End of speech = final "
-        "− end of the last word it got right. Flicker = displayed words later revised / words shown.",
+        "− end of the last word it got right. Flicker = displayed words later revised / words shown "
+        "(as displayed, punctuation included; 'words only' compares normalised words).",
         "",
     ]
     rows = []
@@ -358,6 +359,7 @@ def markdown(results: dict[str, Any]) -> str:
                 _f(o["final"]["p99"]),
                 _f(o["end_of_speech"]["median"]),
                 _pct(o["flicker"]),
+                _pct(o.get("flicker_normalized")),
                 f"{o['missed_final']}/{o['words']}",
             ]
         )
@@ -372,6 +374,7 @@ def markdown(results: dict[str, Any]) -> str:
             "final p99",
             "end-of-speech med",
             "flicker",
+            "flicker (words only)",
             "missed words",
         ],
         rows,

@@ -295,7 +295,7 @@ class Runner:
         firsts: list[float] = []
         finals: list[float] = []
         eos: list[float] = []
-        revised = shown = 0
+        revised = shown = revised_n = shown_n = 0
         missed = words = 0
         audio = cpu = wall = 0.0
         rtf0, dec0, drop0 = _hist(prom.DECODE_RTF), _hist(prom.DECODE_SECONDS), _drop_counter()
@@ -308,12 +308,14 @@ class Runner:
             audio += item.seconds
             lat = m.word_latencies(refs[item.name], events, item.lang)
             fl = m.flicker(events)
+            fl_norm = m.flicker(events, normalized=item.lang)
             files[item.name] = {
                 "seconds": item.seconds,
                 "first": m.summarize(lat.first_latencies),
                 "final": m.summarize(lat.final_latencies),
                 "end_of_speech": m.summarize(lat.end_of_speech),
                 "flicker": fl.rate,
+                "flicker_normalized": fl_norm.rate,
                 "words": len(lat.words),
                 "missed_final": lat.missed_final,
                 "partials": sum(1 for e in events if e.type == "partial"),
@@ -324,6 +326,8 @@ class Runner:
             eos += lat.end_of_speech
             revised += fl.revised
             shown += fl.shown
+            revised_n += fl_norm.revised
+            shown_n += fl_norm.shown
             missed += lat.missed_final
             words += len(lat.words)
             self.tick(item.seconds, f"{cfg.name}: latency {item.name}")
@@ -334,6 +338,7 @@ class Runner:
                 "final": m.summarize(finals),
                 "end_of_speech": m.summarize(eos),
                 "flicker": m.Flicker(revised, shown).rate,
+                "flicker_normalized": m.Flicker(revised_n, shown_n).rate,
                 "words": words,
                 "missed_final": missed,
             },
