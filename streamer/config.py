@@ -59,6 +59,7 @@ class DecoderConfig(_Section):
     step: float = Field(0.5, gt=0.0, description="Seconds between partial re-decodes.")
     partials: bool = True
     agreement: bool = Field(True, description="Mark the prefix two hypotheses agree on as stable.")
+    holdback: int = Field(0, ge=0, le=5, description="Last words of a window never marked stable.")
     beam_size: int = Field(5, ge=1, description="Beam size of the final decode.")
     partial_beam_size: int = Field(1, ge=1)
     partial_context: float = Field(
@@ -103,6 +104,9 @@ class ServerConfig(_Section):
     ping_interval: float = Field(20.0, gt=0.0)
     stall_timeout: float = Field(10.0, gt=0.0, description="Seconds without audio before /health is 503.")
     web_dir: Path | None = Field(None, description="Caption page files served on / (None = clients/web).")
+    send_buffer: int = Field(
+        65536, ge=4096, description="Kernel send buffer per client (bytes): bounds memory held for slow clients."
+    )
 
 
 class MqttConfig(_Section):

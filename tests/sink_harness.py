@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import threading
 import time
 import urllib.error
@@ -19,6 +18,7 @@ from typing import Any, TypeVar
 from streamer.bus import Bus, BusEvent
 from streamer.config import Settings
 from streamer.sinks import SinkContext, Sinks, start_sinks
+from streamer.sinks.fanout_bench import StuckClient
 
 T = TypeVar("T")
 
@@ -123,75 +123,22 @@ async def recv_until(
             return out
 
 
-class StuckClient:
-    """A WebSocket client that completes the handshake and then reads nothing until `drain()`.
-
-    It is websockets' own sans-I/O client protocol over a plain blocking socket, so the server
-    sees a real, well-behaved WebSocket peer that simply stopped reading (a frozen tab). The small
-    receive buffer keeps loopback TCP autotuning from absorbing megabytes first.
-    """
-
-    def __init__(self, port: int, query: str = "", rcvbuf: int = 8192) -> None:
-        from websockets.client import ClientProtocol
-        from websockets.protocol import State
-        from websockets.uri import parse_uri
-
-        self.proto = ClientProtocol(parse_uri(f"ws://127.0.0.1:{port}/ws?{query}"), max_size=None)
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        self.sock.settimeout(10)
-        self.sock.connect(("127.0.0.1", port))
-        self.proto.send_request(self.proto.connect())
-        self._flush()
-        while self.proto.state is State.CONNECTING:
-            data = self.sock.recv(512)
-            if not data:
-                raise ConnectionError("server closed during the handshake")
-            self.proto.receive_data(data)
-        if self.proto.handshake_exc is not None:
-            raise self.proto.handshake_exc
-        self._early = self.proto.events_received()  # the handshake response, maybe `hello` too
-
-    def _flush(self) -> None:
-        for chunk in self.proto.data_to_send():
-            if chunk:
-                self.sock.sendall(chunk)
-
-    def drain(self, timeout: float = 10.0) -> tuple[list[dict[str, Any]], int | None, str]:
-        """Read until the connection ends: (messages, close code received, close reason)."""
-        from websockets.frames import Opcode
-
-        self.sock.settimeout(timeout)
-        from websockets.frames import Frame
-
-        msgs: list[dict[str, Any]] = []
-        events: list[Any] = list(self._early)
-        try:
-            while True:
-                try:
-                    data = self.sock.recv(65536)
-                except (ConnectionResetError, TimeoutError):
-                    break
-                if not data:
-                    self.proto.receive_eof()
-                else:
-                    self.proto.receive_data(data)
-                events += self.proto.events_received()
-                for ev in events:
-                    if isinstance(ev, Frame) and ev.opcode is Opcode.TEXT:
-                        msgs.append(json.loads(bytes(ev.data)))
-                events = []
-                self._flush()
-                if not data:
-                    break
-        finally:
-            self.sock.close()
-        rcvd = self.proto.close_rcvd
-        return msgs, (rcvd.code if rcvd else None), (rcvd.reason if rcvd else "")
-
-
 async def publish(bus: Bus, events: Iterable[BusEvent], interval: float = 0.0) -> float:
     """Publish from another thread without blocking the test's loop; returns the slowest publish()."""
     t = publish_in_thread(bus, events, interval)
     await asyncio.to_thread(t.join)
     return float(t.slowest)  # type: ignore[attr-defined]
+
+
+__all__ = [
+    "StreamHealth",
+    "StuckClient",
+    "http_get",
+    "publish",
+    "publish_in_thread",
+    "recv_json",
+    "recv_until",
+    "run",
+    "settings",
+    "start",
+]

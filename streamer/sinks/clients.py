@@ -33,7 +33,7 @@ class Kind(str, Enum):
 @dataclass(frozen=True)
 class Item:
     kind: Kind
-    payload: str
+    payload: bytes | str  # UTF-8 JSON, sent as a text frame
     seq: int = 0
     rev: int = 0
 

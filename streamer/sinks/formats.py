@@ -11,6 +11,7 @@ same bytes, so a file written cue by cue as finals arrive equals the document fo
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterable, Sequence
 
 from streamer.events import Final
@@ -105,8 +106,25 @@ def format_jsonl(finals: Iterable[Final]) -> str:
 
 
 def format_json(finals: Sequence[Final] | Iterable[Final]) -> str:
-    """A JSON array of final events (pretty-printed, UTF-8 kept as is)."""
-    return json.dumps([f.model_dump(mode="json") for f in finals], indent=2, ensure_ascii=False) + "\n"
+    """One JSON document, shaped like faster-whisper's output: text, language, segments + words."""
+    items = [f for f in finals if f.text]
+    langs = Counter(f.lang for f in items if f.lang)
+    doc = {
+        "text": " ".join(f.text for f in items),
+        "language": langs.most_common(1)[0][0] if langs else None,
+        "segments": [
+            {
+                "seq": f.seq,
+                "start": f.start,
+                "end": f.end,
+                "text": f.text,
+                "lang": f.lang,
+                "words": [w.model_dump(mode="json") for w in f.words],
+            }
+            for f in items
+        ],
+    }
+    return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
 
 
 FORMATTERS = {

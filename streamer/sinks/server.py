@@ -23,6 +23,7 @@ import logging
 import mimetypes
 import os
 import re
+import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -267,7 +268,8 @@ class CaptionServer:
         clients = self._clients.get(event.stream)
         if not clients:
             return
-        payload = event.to_json()
+        # Serialised and encoded once for all clients, sent as a text frame (send(..., text=True)).
+        payload = event.to_json().encode()
         if isinstance(event, Final):
             item = Item(Kind.FINAL, payload, event.seq, event.rev)
         elif isinstance(event, Partial):
@@ -342,6 +344,7 @@ class CaptionServer:
         if self._closing:
             await ws.close(CLOSE_GOING_AWAY, "server shutting down")
             return
+        self._limit_send_buffer(ws)
         if self._n_clients >= self.cfg.max_clients:
             # Checked in process_request too; a burst of upgrades can pass that check together.
             metrics.WS_REJECTED.labels("max_clients").inc()
@@ -379,6 +382,15 @@ class CaptionServer:
             if c.sender is not None and not c.sender.done() and not c.draining:
                 c.sender.cancel()
 
+    def _limit_send_buffer(self, ws: ServerConnection) -> None:
+        # Linux autotunes a socket's send buffer up to megabytes (tcp_wmem). For a client that
+        # stopped reading that is memory held per client, and it hides the stall from the queue
+        # policy for a long time; our per-client queue is the buffer we mean to have.
+        sock = ws.transport.get_extra_info("socket") if ws.transport is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.cfg.send_buffer)
+
     def _control(self, c: _Client, message: str | bytes) -> tuple[int, str] | None:
         """Answer one client message; returns (close code, reason) when it is refused."""
         if isinstance(message, bytes):
@@ -393,7 +405,7 @@ class CaptionServer:
         if isinstance(doc.get("id"), (str, int)) and len(str(doc["id"])) <= 64:
             reply["id"] = doc["id"]
         reply["last_seq"] = self.bus.last_seq(c.params.stream)
-        self._push(c, Item(Kind.OTHER, json.dumps(reply)))
+        self._push(c, Item(Kind.OTHER, json.dumps(reply).encode()))
         return None
 
     async def _send_loop(self, c: _Client, replay: list[Final]) -> None:
@@ -412,7 +424,7 @@ class CaptionServer:
                     c.wake.clear()
                     await c.wake.wait()
                     continue
-                await ws.send(item.payload)
+                await ws.send(item.payload, text=True)
                 if item.kind is Kind.FINAL:
                     c.last_sent = item.seq
         except ConnectionClosed:
