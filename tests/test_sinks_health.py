@@ -49,3 +49,9 @@ def test_no_audio_yet_is_fine_during_startup_then_not() -> None:
 def test_finished_stream_is_fine_failed_one_is_not() -> None:
     assert stream_problem(h("stopped", 500.0), stall_timeout=10, uptime=600) is None
     assert stream_problem(h("error", 1.0), stall_timeout=10, uptime=600) == "stream failed"
+
+
+def test_fast_file_source_is_not_expected_to_be_live() -> None:
+    fast = {**h("running", 60.0), "live": False}
+    assert stream_problem(fast, stall_timeout=10, uptime=100) is None
+    assert stream_problem({**fast, "live": True}, stall_timeout=10, uptime=100) == "no audio for 60.0 s"

@@ -1,9 +1,10 @@
 """The `/health` verdict (pure): per-stream health dicts in, HTTP status and JSON body out.
 
-A stream "should be live" while its state is starting, running or retrying. Such a stream is
-unhealthy when no audio has arrived for `stall_timeout` seconds (a dead microphone, a stuck
-pipe), or, before its first audio, when the daemon has been up that long. A stream that stopped
-(end of file or stdin) is fine; one that ended in error is not.
+A stream "should be live" while its state is starting, running or retrying, unless its health
+says `"live": false` (a file read as fast as possible). Such a stream is unhealthy when no audio
+has arrived for `stall_timeout` seconds (a dead microphone, a stuck pipe), or, before its first
+audio, when the daemon has been up that long. A stream that stopped (end of file or stdin) is
+fine; one that ended in error is not.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ def stream_problem(health: Mapping[str, Any], *, stall_timeout: float, uptime: f
     if state == "error":
         return "stream failed"
     if state not in LIVE_STATES:
+        return None
+    if health.get("live") is False:
+        # A file read as fast as possible pauses whenever the decoder is busy: not a stall.
         return None
     age = health.get("last_audio_age")
     if age is None:
