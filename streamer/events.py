@@ -25,6 +25,8 @@ PROTOCOL_VERSION = 1
 class _Event(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    type: str  # narrowed to a Literal by each event; declared here so it is serialised first
+
     def to_json(self) -> str:
         return self.model_dump_json()
 

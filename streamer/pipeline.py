@@ -197,6 +197,8 @@ class Stream:
     def _on_source_state(self, state: str, detail: str) -> None:
         if state == "error":
             self.error = detail
+        if state == "stopped":
+            return  # the source ended; the stream stops once its last final is out
         self._set_state(state, detail)
 
     def _set_state(self, state: str, detail: str = "") -> None:
@@ -290,7 +292,7 @@ class Stream:
                 start=ev.start,
                 speech_start=ev.start,
                 language=self.settings.decoder.language,
-                agreement=Agreement(self.settings.decoder.agreement),
+                agreement=Agreement(self.settings.decoder.agreement, self.settings.decoder.holdback),
             )
             self._last_partial_request = -1e9
             return

@@ -61,8 +61,11 @@ def common_prefix(a: Sequence[str], b: Sequence[str]) -> int:
 class Agreement:
     """Tracks the stable words of one window (one utterance, or the rest of it after a commit)."""
 
-    def __init__(self, enabled: bool = True) -> None:
+    def __init__(self, enabled: bool = True, holdback: int = 0) -> None:
         self.enabled = enabled
+        # The last words of a window are often cut mid-word; they may not become stable until
+        # more audio follows them.
+        self.holdback = holdback
         self.stable: list[str] = []
         self._previous_tail: list[str] = []
 
@@ -80,6 +83,7 @@ class Agreement:
         if not self.enabled:
             return list(self.stable), tail
         n = common_prefix(self._previous_tail, tail)
+        n = max(0, min(n, len(tail) - self.holdback, len(self._previous_tail) - self.holdback))
         if n:
             self.stable.extend(tail[:n])
         self._previous_tail = tail[n:]

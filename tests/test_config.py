@@ -1,0 +1,49 @@
+"""One config object: TOML file < STREAMER_ environment < CLI flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from streamer.cli import build_parser, settings_from_args
+from streamer.config import ConfigError, load_settings
+
+
+def test_defaults() -> None:
+    s = load_settings()
+    assert s.model.name == "base" and s.decoder.step == 0.5 and s.vad.end_silence == 0.5
+    assert s.server.host == "127.0.0.1"
+
+
+def test_precedence_file_env_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = tmp_path / "s.toml"
+    cfg.write_text('model = "tiny.en"\n[decoder]\nstep = 0.8\nbeam_size = 3\n[vad]\nend_silence = 0.7\n')
+    monkeypatch.setenv("STREAMER_DECODER__STEP", "0.6")
+    monkeypatch.setenv("STREAMER_VAD__END_SILENCE", "0.4")
+    args = build_parser().parse_args(["transcribe", "x.flac", "--config", str(cfg), "--end-silence", "0.3"])
+    s = settings_from_args(args)
+    assert s.model.name == "tiny.en"  # file
+    assert s.decoder.beam_size == 3  # file
+    assert s.decoder.step == 0.6  # env beats file
+    assert s.vad.end_silence == 0.3  # flag beats env
+
+
+def test_config_file_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = tmp_path / "s.toml"
+    cfg.write_text('[decoder]\nlanguages = ["ko", "en"]\ntask = "translate"\n')
+    monkeypatch.setenv("STREAMER_CONFIG", str(cfg))
+    s = load_settings()
+    assert s.decoder.languages == ["ko", "en"] and s.decoder.task == "translate"
+
+
+def test_error_names_key_value_and_form(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAMER_SERVER__PORT", "eighty")
+    with pytest.raises(ConfigError) as e:
+        load_settings()
+    assert "server.port" in str(e.value) and "'eighty'" in str(e.value) and "integer" in str(e.value)
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_settings(tmp_path / "absent.toml")

@@ -1,0 +1,100 @@
+"""Each hallucination filter on hand-made segments (no model)."""
+
+from __future__ import annotations
+
+from streamer.decode.filters import (
+    FilterOptions,
+    collapse_repetitions,
+    filter_segments,
+    is_invented_phrase,
+    phrase_key,
+    phrase_list,
+)
+from streamer.decode.hypothesis import HypSegment, HypWord
+
+
+def seg(text: str, *, start: float = 0.0, p: float = 0.9, avg: float = -0.2, nsp: float = 0.05,
+        cr: float = 1.2, timed: bool = True) -> HypSegment:
+    words = tuple(
+        HypWord(" " + t, start + 0.3 * i, start + 0.3 * i + 0.25, p) for i, t in enumerate(text.split())
+    ) if timed else ()
+    return HypSegment(text=" " + text, start=start, end=start + 0.3 * len(text.split()), words=words,
+                      avg_logprob=avg, no_speech_prob=nsp, compression_ratio=cr)
+
+
+OPTS = FilterOptions()
+
+
+def test_clean_segment_passes_untouched() -> None:
+    kept, counts = filter_segments([seg("the quick brown fox")], OPTS, "en", speech=(0.0, 5.0))
+    assert [s.text for s in kept] == [" the quick brown fox"] and not counts
+
+
+def test_no_speech_needs_both_signals() -> None:
+    kept, counts = filter_segments([seg("hello there", nsp=0.9, avg=-1.5)], OPTS)
+    assert kept == [] and counts["no_speech"] == 1
+    kept, _ = filter_segments([seg("hello there", nsp=0.9, avg=-0.3)], OPTS)
+    assert len(kept) == 1  # confident text despite the no-speech score is kept
+
+
+def test_compression_ratio() -> None:
+    kept, counts = filter_segments([seg("la la la", cr=3.1)], OPTS)
+    assert kept == [] and counts["compression"] == 1
+
+
+def test_low_confidence_words() -> None:
+    kept, counts = filter_segments([seg("uh huh", p=0.05)], OPTS)
+    assert kept == [] and counts["low_confidence"] == 1
+
+
+def test_repetition_loop_collapses() -> None:
+    text = "I said " + "thank you " * 6 + "and left"
+    kept, counts = filter_segments([seg(text)], OPTS)
+    assert counts["repetition"] == 1
+    assert kept[0].text.split() == ["I", "said", "thank", "you", "and", "left"]
+    idx, changed = collapse_repetitions(["a", "b", "a", "b"])
+    assert not changed and idx == [0, 1, 2, 3]  # twice is speech, not a loop
+
+
+def test_repetition_without_word_times() -> None:
+    kept, counts = filter_segments([seg("no " * 10, timed=False)], OPTS, "en")
+    assert counts["repetition"] == 1 and kept[0].text.split() == ["no"]
+
+
+def test_words_outside_speech_are_dropped() -> None:
+    s = seg("alpha beta gamma delta", start=0.0)  # words at 0.0, 0.3, 0.6, 0.9
+    kept, counts = filter_segments([s], FilterOptions(edge_tolerance=0.0), speech=(0.35, 0.8))
+    assert [w.text.strip() for w in kept[0].words] == ["beta", "gamma"]
+    assert counts["outside_speech"] == 2
+
+
+def test_symbols_only_segment_is_dropped() -> None:
+    kept, _ = filter_segments([seg("♪ ♪", timed=False)], OPTS)
+    assert kept == []
+
+
+def test_known_phrases_english_and_korean() -> None:
+    assert is_invented_phrase("Thanks for watching!", "en", OPTS, 0.99, 0.0)
+    assert is_invented_phrase("Subtitles by the Amara.org community", "en", OPTS, 0.99, 0.0)
+    assert is_invented_phrase("시청해주셔서 감사합니다.", "ko", OPTS, 0.99, 0.0)
+    assert is_invented_phrase("시청 해 주셔서 감사합니다", "ko", OPTS, 0.99, 0.0)  # spacing variant
+    assert not is_invented_phrase("Thanks for watching the kids yesterday", "en", OPTS, 0.9, 0.0)
+
+
+def test_ambiguous_phrase_kept_only_when_confident() -> None:
+    assert is_invented_phrase("Thank you.", "en", OPTS, 0.4, 0.1)
+    assert not is_invented_phrase("Thank you.", "en", OPTS, 0.95, 0.05)
+    assert not is_invented_phrase("Thank you.", "en", FilterOptions.off(), 0.1, 0.9)
+
+
+def test_every_filter_can_be_switched_off() -> None:
+    bad = [seg("x", nsp=0.9, avg=-2.0), seg("y y y y", cr=5.0), seg("z", p=0.01)]
+    kept, counts = filter_segments(bad, FilterOptions.off())
+    assert len(kept) == 3 and not counts
+
+
+def test_phrase_lists_load_as_data() -> None:
+    en = phrase_list("en")
+    assert phrase_key("thank you for watching") in en.always
+    assert phrase_key("thank you") in en.unless_confident
+    assert phrase_key("시청해주셔서 감사합니다") in phrase_list("ko").always
