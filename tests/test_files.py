@@ -7,14 +7,15 @@ import time
 from pathlib import Path
 
 import pytest
-from sink_events import final
-from sink_harness import publish_in_thread
 
 from streamer.bus import Bus
 from streamer.config import ConfigError, TranscriptConfig
 from streamer.events import parse_event
 from streamer.sinks import formats
 from streamer.sinks.files import TranscriptWriter, part_stem, should_rotate
+
+from .sink_events import final
+from .sink_harness import publish_in_thread
 
 T0 = dt.datetime(2026, 3, 1, 23, 59, 58)
 

@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import json
 
-from sink_events import final
-
 from streamer.events import parse_event
 from streamer.sinks import formats
+
+from .sink_events import final
 
 
 def test_clock_formats() -> None:

@@ -12,13 +12,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from helpers_mosquitto import Broker, Subscriber, free_port, retained, running_broker
-from sink_events import final, partial
-from sink_harness import publish, run, settings, start
 
 from streamer.bus import Bus
 from streamer.config import ConfigError, Settings
 from streamer.sinks.mqtt import check_prefix, parse_mqtt_url
+
+from .helpers_mosquitto import Broker, Subscriber, free_port, retained, running_broker
+from .sink_events import final, partial
+from .sink_harness import publish, run, settings, start
 
 
 @pytest.fixture
@@ -174,8 +175,8 @@ def test_last_will_marks_offline_when_the_daemon_dies(broker: Broker, tmp_path: 
     script.write_text(
         textwrap.dedent(f"""
         import asyncio, sys
-        sys.path.insert(0, {str(Path(__file__).parent)!r})
-        from sink_harness import settings, start
+        sys.path.insert(0, {str(Path(__file__).parent.parent)!r})
+        from tests.sink_harness import settings, start
         from streamer.bus import Bus
 
         async def main():

@@ -8,8 +8,16 @@ import random
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from sink_events import final, partial
-from sink_harness import (
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.typing import Origin
+
+from streamer.bus import Bus
+from streamer.events import parse_event
+from streamer.sinks import formats
+
+from .sink_events import final, partial
+from .sink_harness import (
     StuckClient,
     http_get,
     publish,
@@ -20,13 +28,6 @@ from sink_harness import (
     settings,
     start,
 )
-from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
-from websockets.typing import Origin
-
-from streamer.bus import Bus
-from streamer.events import parse_event
-from streamer.sinks import formats
 
 
 def url(port: int | None, query: str = "") -> str:

@@ -19,13 +19,14 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers_mosquitto import Broker, Subscriber, free_port, running_broker
-from sink_harness import http_get, run
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from streamer.audio.decode import load_audio
 from streamer.events import parse_event
+
+from .helpers_mosquitto import Broker, Subscriber, free_port, running_broker
+from .sink_harness import http_get, run
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]
 

@@ -18,9 +18,9 @@ def P(seq: int, rev: int) -> Item:
 
 
 def drain(q: ClientQueue) -> list[str]:
-    out = []
+    out: list[str] = []
     while (it := q.pop()) is not None:
-        out.append(it.payload)
+        out.append(it.payload if isinstance(it.payload, str) else it.payload.decode())
     return out
 
 

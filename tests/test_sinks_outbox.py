@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from sink_events import final
 
 from streamer.sinks.outbox import Backoff, Outbox
+
+from .sink_events import final
 
 
 def test_entry_leaves_only_when_both_parts_are_acked_in_order() -> None:

@@ -78,7 +78,8 @@ async def start_sinks(ctx: SinkContext) -> Sinks:
         if s.server.enabled:
             mqtt = sinks.mqtt
             sinks.server = CaptionServer(
-                ctx, status_extra=(lambda: {"mqtt": mqtt.state()}) if mqtt is not None else None
+                ctx,
+                status_extra=lambda: {"mqtt": mqtt.state() if mqtt is not None else {"enabled": False}},
             )
             await sinks.server.start()
     except BaseException:

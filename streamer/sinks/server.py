@@ -47,6 +47,9 @@ if TYPE_CHECKING:
     from streamer.sinks import SinkContext
 
 log = logging.getLogger(__name__)
+# websockets logs every HTTP request and connection at INFO (health probes every few seconds);
+# its own logger is kept at WARNING unless someone configured it.
+_ws_log = logging.getLogger("streamer.sinks.websockets")
 
 CLOSE_GOING_AWAY = 1001
 CLOSE_UNSUPPORTED_DATA = 1003
@@ -201,6 +204,8 @@ class CaptionServer:
     # --- lifecycle -------------------------------------------------------------------------
     async def start(self) -> int:
         self._loop = asyncio.get_running_loop()
+        if _ws_log.level == logging.NOTSET and not log.isEnabledFor(logging.DEBUG):
+            _ws_log.setLevel(logging.WARNING)
         host = self.cfg.host
         if not is_loopback(host) and self.token is None:
             log.warning(
@@ -219,6 +224,7 @@ class CaptionServer:
             max_size=MAX_CONTROL_MESSAGE,
             max_queue=4,
             server_header=f"streamer/{self.ctx.version}",
+            logger=_ws_log,
         )
         self.port = next(iter(self._server.sockets)).getsockname()[1]
         self._unsubscribe = self.bus.subscribe(self._on_bus_event)
