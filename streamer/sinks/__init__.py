@@ -8,8 +8,9 @@ returns, so no sink can slow the pipeline. `Sinks.close()` flushes them all.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -47,13 +48,19 @@ class Sinks:
         return self.server.port if self.server is not None else None
 
     async def close(self) -> None:
-        # Files first (cheap, local), then the network sinks, which may wait on slow peers.
+        """Flush everything the bus delivered so far: files, MQTT outbox, WebSocket queues."""
+        closing: list[Awaitable[None]] = []
         if self.files is not None:
-            self.files.close()
+            closing.append(asyncio.to_thread(self.files.close))  # joins the writer thread
         if self.mqtt is not None:
-            await self.mqtt.close()
+            closing.append(self.mqtt.close())
         if self.server is not None:
-            await self.server.close()
+            closing.append(self.server.close())
+        # Concurrently: a broker that is down must not hold back the WebSocket clients' last finals.
+        results = await asyncio.gather(*closing, return_exceptions=True)
+        for r in results:
+            if isinstance(r, BaseException):
+                log.error("closing a sink failed: %s", r)
 
 
 async def start_sinks(ctx: SinkContext) -> Sinks:
@@ -66,22 +73,28 @@ async def start_sinks(ctx: SinkContext) -> Sinks:
     for name in ctx.streams:
         ctx.bus.add_stream(name)
     sinks = Sinks()
+
+    def status_extra() -> dict[str, Any]:
+        return {"mqtt": sinks.mqtt.state() if sinks.mqtt is not None else {"enabled": False}}
+
+    # Construct (which validates the settings) before starting anything.
+    if s.mqtt.url:
+        sinks.mqtt = MqttSink(
+            s.mqtt, ctx.bus, streams=list(ctx.streams) or [s.stream], model=ctx.model, version=ctx.version
+        )
+    if s.transcripts.dir is not None:
+        sinks.files = TranscriptWriter(s.transcripts, ctx.bus)
+    if s.server.enabled:
+        sinks.server = CaptionServer(ctx, status_extra=status_extra)
     try:
-        if s.transcripts.dir is not None:
-            sinks.files = TranscriptWriter(s.transcripts, ctx.bus)
-            sinks.files.start()
-        if s.mqtt.url:
-            sinks.mqtt = MqttSink(
-                s.mqtt, ctx.bus, streams=list(ctx.streams) or [s.stream], model=ctx.model, version=ctx.version
-            )
-            sinks.mqtt.start()
-        if s.server.enabled:
-            mqtt = sinks.mqtt
-            sinks.server = CaptionServer(
-                ctx,
-                status_extra=lambda: {"mqtt": mqtt.state() if mqtt is not None else {"enabled": False}},
-            )
+        # The server first: a port already in use is the likeliest failure, and it should come
+        # before anything has connected to a broker or created files.
+        if sinks.server is not None:
             await sinks.server.start()
+        if sinks.mqtt is not None:
+            sinks.mqtt.start()
+        if sinks.files is not None:
+            sinks.files.start()
     except BaseException:
         await sinks.close()
         raise
