@@ -212,3 +212,13 @@ def test_mqtt_is_optional() -> None:
         await sinks.close()
 
     run(main())
+
+
+def test_bad_mqtt_url_fails_before_anything_starts(tmp_path: Path) -> None:
+    async def main() -> None:
+        s = settings(mqtt={"url": "http://broker"}, transcripts={"dir": str(tmp_path / "tx")})
+        with pytest.raises(ConfigError, match=r"mqtt\.url"):
+            await start(Bus(), s)
+        assert not (tmp_path / "tx").exists()
+
+    run(main())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
 
 import pytest
@@ -347,5 +348,25 @@ def test_close_delivers_queued_finals_then_1001() -> None:
                 got.append((await recv_json(ws))["seq"])
         assert got == list(range(1, 51))
         assert e.value.rcvd is not None and e.value.rcvd.code == 1001
+
+    run(main())
+
+
+def test_warns_when_exposed_without_token_and_port_in_use_fails(caplog: pytest.LogCaptureFixture) -> None:
+    async def main() -> None:
+        with caplog.at_level(logging.WARNING, logger="streamer.sinks.server"):
+            sinks, _ = await start(Bus(), settings(server={"host": "0.0.0.0"}))
+        try:
+            assert any("without an access token" in r.getMessage() for r in caplog.records)
+            taken = settings(server={"host": "0.0.0.0", "port": sinks.server_port})
+            with pytest.raises(OSError):
+                await start(Bus(), taken)
+        finally:
+            await sinks.close()
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="streamer.sinks.server"):
+            quiet, _ = await start(Bus(), settings(server={"host": "0.0.0.0", "token": "t"}))
+            await quiet.close()
+        assert not any("without an access token" in r.getMessage() for r in caplog.records)
 
     run(main())
