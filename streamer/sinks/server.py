@@ -32,10 +32,11 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST
-from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
 from streamer import metrics
 from streamer.events import Final, Hello, Partial
@@ -56,6 +57,7 @@ CLOSE_UNSUPPORTED_DATA = 1003
 CLOSE_POLICY = 1008
 CLOSE_TRY_AGAIN = 1013
 MAX_CONTROL_MESSAGE = 1024
+WRITE_HIGH = 2**15  # bytes buffered in the transport before a client's sender must wait for drain
 _STATIC_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")
 _STREAM_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 DEFAULT_WEB_DIR = Path(__file__).resolve().parents[2] / "clients" / "web"
@@ -180,6 +182,7 @@ class _Client:
     last_sent: int = 0
     closing: bool = False
     draining: bool = False  # server shutdown: send what is queued, then close 1001
+    idle: bool = False  # the sender waits for work: events may be written directly (_write_now)
     sender: asyncio.Task[None] | None = None
 
 
@@ -302,7 +305,34 @@ class CaptionServer:
             log.info("closing slow WebSocket client %s: queue full", c.ws.remote_address)
             self._kick(c, CLOSE_TOO_SLOW, too_slow_reason(c.last_sent))
             return
-        c.wake.set()
+        if c.idle:
+            self._write_now(c)
+        else:
+            c.wake.set()
+
+    def _write_now(self, c: _Client) -> None:
+        """Fast path: the sender is parked and the socket keeps up, so write without a task switch.
+
+        Waking one sender task per client per event was most of the fan-out's cost. While the
+        sender waits on `wake` nothing else is writing to this connection, so a synchronous write
+        (websockets' `broadcast`, which never waits for the socket) keeps the order. As soon as the
+        transport buffers more than WRITE_HIGH bytes, the sender takes over and waits for drain.
+        """
+        transport = c.ws.transport
+        while True:
+            if (
+                c.ws.state is not State.OPEN
+                or transport is None
+                or transport.get_write_buffer_size() > WRITE_HIGH
+            ):
+                c.wake.set()
+                return
+            item = c.queue.pop()
+            if item is None:
+                return
+            broadcast([c.ws], item.payload, text=True)
+            if item.kind is Kind.FINAL:
+                c.last_sent = item.seq
 
     def _kick(self, c: _Client, code: int, reason: str) -> None:
         c.closing = True
@@ -432,7 +462,11 @@ class CaptionServer:
                         await ws.close(CLOSE_GOING_AWAY, "server shutting down")
                         return
                     c.wake.clear()
-                    await c.wake.wait()
+                    c.idle = True
+                    try:
+                        await c.wake.wait()
+                    finally:
+                        c.idle = False
                     continue
                 await ws.send(item.payload, text=True)
                 if item.kind is Kind.FINAL:
