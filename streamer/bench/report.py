@@ -160,6 +160,33 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- machine
 
 
+def _commit() -> str | None:
+    """The git commit of the streamer code being measured, "+dirty" if it has local changes."""
+    import subprocess
+
+    import streamer
+
+    root = Path(streamer.__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--", "streamer"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty else "")
+
+
 def machine() -> dict[str, Any]:
     cpu = platform.processor() or ""
     try:
@@ -182,6 +209,7 @@ def machine() -> dict[str, Any]:
 
         versions["streamer"] = __version__
     info: dict[str, Any] = {
+        "commit": _commit(),
         "cpu": cpu,
         "cores": os.cpu_count(),
         "python": platform.python_version(),
@@ -316,7 +344,9 @@ def markdown(results: dict[str, Any]) -> str:
         f"Machine: {mach.get('cpu', '?')}, {mach.get('cores', '?')} cores, {mach.get('memory_gb', '?')} GB, "
         f"{mach.get('platform', '')}, Python {mach.get('python', '')}, load average at start "
         f"{mach.get('load_average', '?')}  ",
-        "Versions: " + ", ".join(f"{k} {v}" for k, v in mach.get("versions", {}).items()),
+        "Versions: "
+        + ", ".join(f"{k} {v}" for k, v in mach.get("versions", {}).items())
+        + f"; streamer commit {mach.get('commit') or 'unknown'}",
         "",
         "## Targets",
         "",
