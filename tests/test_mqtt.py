@@ -15,6 +15,7 @@ import pytest
 
 from streamer.bus import Bus
 from streamer.config import ConfigError, Settings
+from streamer.events import Status
 from streamer.sinks.mqtt import check_prefix, parse_mqtt_url
 
 from .helpers_mosquitto import Broker, Subscriber, free_port, retained, running_broker
@@ -72,6 +73,7 @@ def test_topics_payloads_partial_rate_and_status(broker: Broker) -> None:
         # 30 revisions of one utterance within ~0.6 s: the partial topic gets a few, not 30.
         evs = [partial(1, r, f"héllo {r}") for r in range(30)] + [final(1, "héllo wörld")]
         evs += [final(i) for i in range(2, 6)]
+        evs.append(Status(stream="main", state="retrying", detail="mic unplugged", emitted_at=12.0))
         await publish(bus, evs, interval=0.02)
         await asyncio.to_thread(sub.wait_for, lambda ms: len([m for m in ms if m[0] == "t/main/text"]) == 5)
         await sinks.close()
@@ -84,6 +86,8 @@ def test_topics_payloads_partial_rate_and_status(broker: Broker) -> None:
     parts = [json.loads(p) for p in sub.payloads("/main/partial")]
     assert 1 <= len(parts) <= 6 and all(p["type"] == "partial" and p["seq"] == 1 for p in parts)
     assert [p["rev"] for p in parts] == sorted(p["rev"] for p in parts)
+    st = json.loads(retained(broker, "t/main/status"))  # retained: a late subscriber sees the state
+    assert (st["type"], st["state"], st["detail"]) == ("status", "retrying", "mic unplugged")
     offline = json.loads(retained(broker, "t/status"))
     assert offline == {
         "status": "offline",

@@ -313,13 +313,13 @@ class MqttSink:
             if entry is not None:
                 await self._publish_entry(client, entry)
                 continue
-            if self._stopping:
-                return
             for stream in list(self._status_dirty):
                 self._status_dirty.discard(stream)
                 st = self._status[stream]
                 await client.publish(self.topic(stream, "status"), st.to_json(), qos=1, retain=True)
                 metrics.MQTT_PUBLISHES.labels("status").inc()
+            if self._stopping and self.outbox.head() is None:
+                return  # the last stream status (e.g. "stopped") went out too
             if self.outbox.head() is not None:
                 continue
             wait: float | None = None
