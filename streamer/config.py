@@ -120,6 +120,7 @@ class MqttConfig(_Section):
     reconnect_min: float = Field(0.5, gt=0.0, description="First reconnect delay (s), doubled per failure.")
     reconnect_max: float = Field(30.0, gt=0.0, description="Longest reconnect delay (s).")
     drain_timeout: float = Field(10.0, ge=0.0, description="Seconds to deliver the outbox at shutdown.")
+    ca_file: Path | None = Field(None, description="CA certificates for mqtts:// (None = the system's).")
 
 
 class TranscriptConfig(_Section):

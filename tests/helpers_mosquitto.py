@@ -38,7 +38,8 @@ def _need(tool: str) -> str:
 
 
 class Broker:
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, tls: tuple[Path, Path] | None = None) -> None:
+        """`tls`: (certfile, keyfile) adds a TLS listener on `tls_port` besides the plain one."""
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -46,6 +47,8 @@ class Broker:
         self.passwd = self.dir / "passwd"
         self.log = self.dir / "mosquitto.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.tls = tls
+        self.tls_port = free_port() if tls else None
 
     @property
     def url(self) -> str:
@@ -68,6 +71,12 @@ class Broker:
         ]
         if self.passwd.exists():
             lines.append(f"password_file {self.passwd}")
+        if self.tls is not None:
+            lines += [
+                f"listener {self.tls_port} 127.0.0.1",
+                f"certfile {self.tls[0]}",
+                f"keyfile {self.tls[1]}",
+            ]
         self.conf.write_text("\n".join(lines) + "\n")
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen([_need("mosquitto"), "-c", str(self.conf)], stdout=log, stderr=log)
@@ -206,6 +215,53 @@ def retained(broker: Broker, topic: str, timeout: float = 5.0) -> str:
         check=False,
     )
     return out.stdout.decode().strip()
+
+
+def make_certificates(d: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a server certificate for 127.0.0.1 (openssl CLI): (ca, cert, key)."""
+    d.mkdir(parents=True, exist_ok=True)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+    def openssl(*args: str) -> None:
+        subprocess.run([_need("openssl"), *args], check=True, capture_output=True, cwd=d)
+
+    openssl(
+        "req",
+        "-x509",
+        *ec,
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=streamer test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    )
+    openssl("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
+    (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+    openssl(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    )
+    return d / "ca.crt", d / "server.crt", d / "server.key"
 
 
 def running_broker(tmp_path: Path) -> Iterator[Broker]:

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from streamer.bus import Bus
-from streamer.config import ConfigError, Settings
+from streamer.bus import Bus, BusEvent
+from streamer.config import ConfigError, MqttConfig, Settings
 from streamer.events import Status
-from streamer.sinks.mqtt import check_prefix, parse_mqtt_url
+from streamer.sinks.mqtt import MqttSink, check_prefix, parse_mqtt_url
 
-from .helpers_mosquitto import Broker, Subscriber, free_port, retained, running_broker
+from .helpers_mosquitto import Broker, Subscriber, free_port, make_certificates, retained, running_broker
 from .sink_events import final, partial
 from .sink_harness import publish, run, settings, start
 
@@ -71,7 +71,8 @@ def test_topics_payloads_partial_rate_and_status(broker: Broker) -> None:
         online = json.loads(retained(broker, "t/status"))
         assert online["status"] == "online" and online["streams"] == ["main"] and online["model"] == "tiny.en"
         # 30 revisions of one utterance within ~0.6 s: the partial topic gets a few, not 30.
-        evs = [partial(1, r, f"héllo {r}") for r in range(30)] + [final(1, "héllo wörld")]
+        evs: list[BusEvent] = [partial(1, r, f"héllo {r}") for r in range(30)]
+        evs.append(final(1, "héllo wörld"))
         evs += [final(i) for i in range(2, 6)]
         evs.append(Status(stream="main", state="retrying", detail="mic unplugged", emitted_at=12.0))
         await publish(bus, evs, interval=0.02)
@@ -181,7 +182,7 @@ def test_last_will_marks_offline_when_the_daemon_dies(broker: Broker, tmp_path: 
         import asyncio, sys
         sys.path.insert(0, {str(Path(__file__).parent.parent)!r})
         from tests.sink_harness import settings, start
-        from streamer.bus import Bus
+        from streamer.bus import Bus, BusEvent
 
         async def main():
             s = settings(server={{"enabled": False}}, mqtt={{"url": {broker.url!r}, "prefix": "t"}})
@@ -226,3 +227,43 @@ def test_bad_mqtt_url_fails_before_anything_starts(tmp_path: Path) -> None:
         assert not (tmp_path / "tx").exists()
 
     run(main())
+
+
+def test_mqtts_with_private_ca(tmp_path: Path) -> None:
+    ca, cert, key = make_certificates(tmp_path / "pki")
+    broker = Broker(tmp_path / "tlsbroker", tls=(cert, key))
+    broker.start()
+    sub = Subscriber(broker, "t/#")  # on the plain listener of the same broker
+    try:
+        sub.wait_ready("t/probe")
+        url = f"mqtts://127.0.0.1:{broker.tls_port}"
+
+        async def main() -> None:
+            untrusted, _ = await start(Bus(), mqtt_settings(url))  # system CAs: the broker is a stranger
+            u = untrusted.mqtt
+            assert u is not None
+            await until(lambda: u.reconnects >= 1)
+            assert not u.connected and "certificate" in (u.last_error or "").lower()
+            await untrusted.close()
+
+            bus = Bus()
+            sinks, _ = await start(bus, mqtt_settings(url, ca_file=str(ca)))
+            m = sinks.mqtt
+            assert m is not None
+            await until(lambda: m.connected)
+            await publish(bus, [final(1, "over TLS")])
+            await asyncio.to_thread(sub.wait_for, lambda ms: ("t/main/text", "over TLS") in ms)
+            await sinks.close()
+
+        run(main())
+        with pytest.raises(ConfigError, match=r"mqtt\.ca_file"):
+            MqttSink(
+                MqttConfig(url=url, ca_file=tmp_path / "missing.pem"),
+                Bus(),
+                streams=["main"],
+                model="m",
+                version="v",
+            )
+    finally:
+        sub.stop()
+        broker.stop()

@@ -84,6 +84,14 @@ def check_prefix(prefix: str) -> str:
     return p
 
 
+def tls_context(cfg: MqttConfig) -> ssl.SSLContext:
+    """Verifying TLS context for mqtts://, trusting mqtt.ca_file if set (else the system CAs)."""
+    try:
+        return ssl.create_default_context(cafile=str(cfg.ca_file) if cfg.ca_file else None)
+    except (OSError, ssl.SSLError) as e:
+        raise ConfigError(f"mqtt.ca_file = '{cfg.ca_file}': cannot load CA certificates ({e})") from None
+
+
 class MqttSink:
     def __init__(
         self,
@@ -105,6 +113,7 @@ class MqttSink:
         self.model = model
         self.version = version
         self.client_id = cfg.client_id or f"streamer-{uuid.uuid4().hex[:12]}"
+        self._tls = tls_context(cfg) if self.target.tls else None
         self.outbox = Outbox(cfg.outbox)
         self.backoff = Backoff(
             cfg.reconnect_min, max(cfg.reconnect_min, cfg.reconnect_max), rand=rand or random.random
@@ -228,7 +237,7 @@ class MqttSink:
             password=password,
             identifier=self.client_id,
             will=will,
-            tls_context=ssl.create_default_context() if self.target.tls else None,
+            tls_context=self._tls,
             keepalive=15,
             timeout=10,
             logger=log,
