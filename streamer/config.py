@@ -59,7 +59,7 @@ class DecoderConfig(_Section):
     step: float = Field(0.5, gt=0.0, description="Seconds between partial re-decodes.")
     partials: bool = True
     agreement: bool = Field(True, description="Mark the prefix two hypotheses agree on as stable.")
-    holdback: int = Field(0, ge=0, le=5, description="Last words of a window never marked stable.")
+    holdback: int = Field(1, ge=0, le=5, description="Last words of a window never marked stable.")
     beam_size: int = Field(5, ge=1, description="Beam size of the final decode.")
     partial_beam_size: int = Field(1, ge=1)
     partial_context: float = Field(
@@ -124,7 +124,15 @@ class MqttConfig(_Section):
 
 
 class TranscriptConfig(_Section):
-    dir: Path | None = Field(Path("transcripts"), description="Directory for JSONL/SRT/VTT; None = off.")
+    dir: Path | None = Field(Path("transcripts"), description="Directory for JSONL/SRT/VTT; '' = off.")
+
+    @field_validator("dir", mode="before")
+    @classmethod
+    def _off(cls, v: Any) -> Any:
+        # `--transcripts ''`, STREAMER_TRANSCRIPTS__DIR=off: no transcript files.
+        if isinstance(v, str) and v.strip().lower() in ("", "none", "off", "false"):
+            return None
+        return v
     rotate: Literal["none", "day", "size"] = "none"
     rotate_bytes: int = Field(50_000_000, ge=1024)
 

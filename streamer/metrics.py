@@ -38,6 +38,9 @@ LATENCY = Histogram(
 )
 PARTIALS = Counter("streamer_partials", "Partial events emitted", ["stream"])
 FINALS = Counter("streamer_finals", "Final events emitted", ["stream"])
+STABLE_REVISED = Counter(
+    "streamer_stable_revised", "Finals whose text changed words the partials had marked stable", ["stream"]
+)
 SUPPRESSED = Counter(
     "streamer_hallucinations_suppressed", "Segments or words dropped by a filter", ["stream", "filter"]
 )

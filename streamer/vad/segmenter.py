@@ -91,6 +91,14 @@ class Segmenter:
         return self._state in (_State.SPEECH, _State.TRAILING)
 
     @property
+    def pending_end(self) -> float | None:
+        """While silence is running after speech: the end the utterance will have if the
+        silence lasts (lets the pipeline decode the final before the VAD is sure)."""
+        if self._state is _State.TRAILING:
+            return self._silence_t + self.opts.pad
+        return None
+
+    @property
     def utterance_start(self) -> float | None:
         return self._utt_start if self.in_speech else None
 
