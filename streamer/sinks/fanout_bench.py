@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import secrets
 import socket
@@ -283,6 +284,9 @@ async def _bench(
             "publisher_lag_max_ms": round(publish["lag"] * 1000, 3),
             "stuck_close": [(code, reason) for _, code, reason in stuck_results],
             "slow_clients_closed": metrics.WS_SLOW_CLOSED._value.get() - slow_before,
+            # Everything shares this machine: a busy one shows up as publisher lag and long tails.
+            "cpu_count": os.cpu_count(),
+            "loadavg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
         }
     finally:
         for t in readers:
@@ -337,6 +341,7 @@ def format_result(result: dict[str, Any]) -> str:
         f"  bus.publish max {result['publish_max_ms']} ms; publisher lag max "
         f"{result['publisher_lag_max_ms']} ms; slow clients closed {result['slow_clients_closed']}"
     )
+    lines.append(f"  machine: {result['cpu_count']} CPUs, load average {result['loadavg_1m']}")
     return "\n".join(lines)
 
 
