@@ -47,3 +47,10 @@ def test_error_names_key_value_and_form(monkeypatch: pytest.MonkeyPatch) -> None
 def test_missing_config_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not found"):
         load_settings(tmp_path / "absent.toml")
+
+
+def test_example_config_is_valid_and_shows_the_defaults() -> None:
+    from streamer.config import Settings
+
+    example = Path(__file__).resolve().parent.parent / "systemd" / "streamer.toml"
+    assert load_settings(example) == Settings()
