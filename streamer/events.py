@@ -10,6 +10,10 @@ Numbering, per stream:
 - a partial carries the `seq` that its final will have (it previews final `seq`), and `rev`
   counts its revisions, so (`seq`, `rev`) orders partials and a display replaces partial `seq`
   by final `seq` when it arrives.
+
+A final never changes once emitted. Within an utterance `stable` only grows from one partial to
+the next; the final itself comes from a new decode of the whole utterance (beam search, full
+encoder context), which may still correct a word the partials had agreed on.
 """
 
 from __future__ import annotations
@@ -56,7 +60,10 @@ class _Caption(_Event):
     rev: int = Field(ge=0, description="Revision number of the text within the utterance.")
     seq: int = Field(ge=1, description="Final number (finals: 1, 2, 3 ... without gaps).")
     text: str
-    stable: str = Field(description="Prefix of `text` that will not change any more.")
+    stable: str = Field(
+        description="Prefix of `text` that later partials keep (agreed by two decodes). The final is "
+        "a fresh full-quality decode of the utterance and is the authoritative text."
+    )
     start: float
     end: float
     lang: str | None = None
