@@ -46,7 +46,7 @@ class ModelConfig(_Section):
 class VadConfig(_Section):
     threshold: float = Field(0.5, gt=0.0, lt=1.0, description="Speech onset probability.")
     neg_threshold: float | None = Field(None, gt=0.0, lt=1.0, description="Offset (default threshold-0.15).")
-    min_speech: float = Field(0.25, ge=0.0, description="Seconds of speech before an utterance opens.")
+    min_speech: float = Field(0.1, ge=0.0, description="Seconds of speech before an utterance opens.")
     end_silence: float = Field(0.5, gt=0.0, description="Seconds of silence that end an utterance.")
     pad: float = Field(0.2, ge=0.0, description="Seconds of audio kept around speech.")
     max_utterance: float = Field(30.0, gt=2.0, description="Split utterances longer than this (s).")

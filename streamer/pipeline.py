@@ -44,6 +44,9 @@ Emit = Callable[[Partial | Final | Status], None]
 PREROLL_SECONDS = 3.0
 # A partial decode needs this much audio in the window to say anything useful.
 MIN_PARTIAL_AUDIO = 0.4
+# Per-utterance language detection stops once a window of 3 s or more is this sure; until then
+# every decode (the final included) detects again on all the audio it has.
+LOCK_LANGUAGE_PROBABILITY = 0.7
 # Finals passed as the prompt are cut to this many characters (Whisper's prompt is 224 tokens).
 PROMPT_CHARS = 400
 
@@ -448,8 +451,13 @@ class Stream:
         return False
 
     def _on_partial(self, utt: _Utterance, raw: Hypothesis) -> None:
-        if utt.language is None and raw.language is not None and raw.window_end - raw.window_start >= 3.0:
-            # Enough audio to trust the detection: keep it for the rest of the utterance.
+        if (
+            utt.language is None
+            and raw.language is not None
+            and raw.window_end - raw.window_start >= 3.0
+            and (raw.language_probability or 0.0) >= LOCK_LANGUAGE_PROBABILITY
+        ):
+            # Enough audio and a clear winner: keep it for the rest of the utterance.
             utt.language, utt.language_probability = raw.language, raw.language_probability
         hyp, words = self._clean(utt, raw, raw.window_end)
         if not words or (not utt.agreement.stable and self._invented(join_words(words), hyp)):

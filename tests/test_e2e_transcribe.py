@@ -33,7 +33,8 @@ def corpus_error(refs: list[str], hyps: list[str], lang: str) -> float:
 
 def run_transcribe(model: str, files: list[Path], tmp: Path, language: str | None) -> dict[Path, str]:
     out = tmp / model
-    args = ["transcribe", *map(str, files), "--model", model, "--format", "json", "-o", str(out), "--no-progress"]
+    args = ["transcribe", *map(str, files), "--model", model, "--format", "json", "-o", str(out)]
+    args.append("--no-progress")
     if language:
         args += ["--language", language]
     res = streamer(*args)
@@ -49,18 +50,26 @@ def compare(model: str, files: list[Path], tmp: Path, language: str | None, lang
     streamed = run_transcribe(model, files, tmp, language)
     refs = [f.with_suffix(".txt").read_text(encoding="utf-8").strip() for f in files]
     offline = [offline_text(model, f, language) for f in files]
-    s = corpus_error(refs, [streamed[f] for f in files], lang)
-    o = corpus_error(refs, offline, lang)
+    kept: list[tuple[str, str, str]] = []
     for f, ref, off in zip(files, refs, offline, strict=True):
-        print(f"{model} {f.name}: stream={corpus_error([ref], [streamed[f]], lang):.3f} "
-              f"offline={corpus_error([ref], [off], lang):.3f}")
-    print(f"{model} {lang}: streaming {s:.4f} offline {o:.4f}")
+        per_s, per_o = corpus_error([ref], [streamed[f]], lang), corpus_error([ref], [off], lang)
+        print(f"{model} {f.name}: stream={per_s:.3f} offline={per_o:.3f}")
+        # A reference that does not fit its audio (one LibriSpeech file's does not) would
+        # drown the comparison; such files are left out, visibly.
+        if per_o > 1.0:
+            print(f"  left out: the reference does not fit the audio (offline error {per_o:.2f})")
+            continue
+        kept.append((ref, streamed[f], off))
+    assert len(kept) >= len(files) - 1
+    s = corpus_error([k[0] for k in kept], [k[1] for k in kept], lang)
+    o = corpus_error([k[0] for k in kept], [k[2] for k in kept], lang)
+    print(f"{model} {lang}: streaming {s:.4f} offline {o:.4f} ratio {s / o if o else float('nan'):.3f}")
     return s, o
 
 
 @pytest.mark.model
 def test_tiny_en_wer_close_to_offline(audio_dir: Path, tmp_path: Path) -> None:
-    files = subset(audio_dir, "en", 7) + sorted((audio_dir / "en").glob("librispeech_*.flac"))
+    files = subset(audio_dir, "en", 7) + sorted((audio_dir / "en").glob("pocketsphinx_*.flac"))[:2]
     s, o = compare("tiny.en", files, tmp_path, "en", "en")
     assert s <= 1.10 * o + 0.005, f"streaming WER {s:.4f} vs offline {o:.4f}"
 
@@ -73,3 +82,38 @@ def test_base_english_and_korean_close_to_offline(audio_dir: Path, tmp_path: Pat
     ko = subset(audio_dir, "ko", 16)
     s, o = compare("base", ko, tmp_path / "ko", None, "ko")
     assert s <= 1.10 * o + 0.005, f"Korean: streaming CER {s:.4f} vs offline {o:.4f}"
+
+
+@pytest.mark.model
+def test_base_detects_languages_allow_list_and_translates(audio_dir: Path, tmp_path: Path) -> None:
+    multi = sorted((audio_dir / "multi").glob("*.flac"))
+    res = streamer("transcribe", *map(str, multi), "--model", "base", "--format", "jsonl", "--no-progress",
+                   "-o", str(tmp_path / "multi"))
+    assert res.returncode == 0, res.stderr
+    right = 0
+    for f in multi:
+        finals = [json.loads(x) for x in (tmp_path / "multi" / f"{f.stem}.jsonl").read_text().splitlines()]
+        expected = f.with_suffix(".lang").read_text().strip()
+        detected = {x["lang"] for x in finals}
+        print(f"{f.name}: expected {expected}, detected {detected}, p={[x['lang_probability'] for x in finals]}")
+        right += detected == {expected}
+        assert all(x["lang_probability"] is not None for x in finals)
+    assert right >= len(multi) - 1
+
+    # This Korean speaker is heard as Japanese by Whisper's detection; an allow-list fixes it.
+    ko = audio_dir / "ko" / "emotiontts_pfo00004.flac"
+    res = streamer("transcribe", str(ko), "--model", "base", "--format", "jsonl", "--no-progress",
+                   env={"STREAMER_DECODER__LANGUAGES": '["ko", "en"]'})
+    assert res.returncode == 0, res.stderr
+    finals = [json.loads(x) for x in res.stdout.splitlines() if x.startswith("{")]
+    assert finals and {x["lang"] for x in finals} == {"ko"}
+    assert any("\uac00" <= ch <= "\ud7a3" for x in finals for ch in x["text"])  # Hangul
+
+    # translate: English captions from Korean speech.
+    ko2 = audio_dir / "ko" / "emotiontts_pmb00005.flac"
+    res = streamer("transcribe", str(ko2), "--model", "base", "--task", "translate", "--no-progress")
+    assert res.returncode == 0, res.stderr
+    text = res.stdout.strip()
+    letters = [ch for ch in text if ch.isalpha()]
+    print("translated:", text)
+    assert letters and sum(ch.isascii() for ch in letters) / len(letters) > 0.9
