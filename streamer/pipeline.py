@@ -14,6 +14,7 @@ a machine fast enough to keep up, and does not depend on how busy this one is.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -30,7 +31,7 @@ from streamer.audio.source import Source
 from streamer.config import Settings
 from streamer.decode.agreement import Agreement, common_prefix, skip_prefix
 from streamer.decode.engine import DecodeEngine, DecodeRequest
-from streamer.decode.filters import FilterOptions, filter_segments, is_invented_phrase
+from streamer.decode.filters import FilterOptions, filter_segments, is_invented_phrase, trim_invented_tail
 from streamer.decode.hypothesis import Hypothesis, HypWord, join_words
 from streamer.events import Final, Partial, Status, Word
 from streamer.vad.segmenter import FRAME_SAMPLES, Segmenter, SegmenterOptions, SpeechEnd, SpeechStart
@@ -531,6 +532,12 @@ class Stream:
         if utt.language is None:
             utt.language, utt.language_probability = raw.language, raw.language_probability
         hyp, words = self._clean(utt, raw, speech_end)
+        if hyp.words:
+            kept, dropped = trim_invented_tail(hyp.words, hyp.language, self.filters)
+            if dropped:
+                metrics.SUPPRESSED.labels(self.name, "tail").inc(dropped)
+                hyp = _with_words(hyp, kept)
+                words = hyp.word_texts
         text = join_words(words)
         if not words or self._invented(text, hyp):
             if utt.rev > 0:  # take back what partials showed
@@ -584,6 +591,18 @@ class Stream:
         metrics.FINALS.labels(self.name).inc()
         metrics.LATENCY.labels(self.name, "final").observe(max(ev.emitted_at - ev.end, 0.0))
         self._emit(ev)
+
+
+def _with_words(hyp: Hypothesis, words: list[HypWord]) -> Hypothesis:
+    """The hypothesis cut down to its first len(words) words (segments emptied past them)."""
+    keep = len(words)
+    segments = []
+    for seg in hyp.segments:
+        take = min(keep, len(seg.words))
+        keep -= take
+        if take:
+            segments.append(seg.with_words(seg.words[:take]))
+    return dataclasses.replace(hyp, segments=tuple(segments))
 
 
 def _timed_words(texts: list[str], hyp_words: list[HypWord], start: float, end: float) -> list[Word]:

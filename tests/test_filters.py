@@ -9,17 +9,37 @@ from streamer.decode.filters import (
     is_invented_phrase,
     phrase_key,
     phrase_list,
+    trim_invented_tail,
 )
 from streamer.decode.hypothesis import HypSegment, HypWord
 
 
-def seg(text: str, *, start: float = 0.0, p: float = 0.9, avg: float = -0.2, nsp: float = 0.05,
-        cr: float = 1.2, timed: bool = True) -> HypSegment:
-    words = tuple(
-        HypWord(" " + t, start + 0.3 * i, start + 0.3 * i + 0.25, p) for i, t in enumerate(text.split())
-    ) if timed else ()
-    return HypSegment(text=" " + text, start=start, end=start + 0.3 * len(text.split()), words=words,
-                      avg_logprob=avg, no_speech_prob=nsp, compression_ratio=cr)
+def seg(
+    text: str,
+    *,
+    start: float = 0.0,
+    p: float = 0.9,
+    avg: float = -0.2,
+    nsp: float = 0.05,
+    cr: float = 1.2,
+    timed: bool = True,
+) -> HypSegment:
+    words = (
+        tuple(
+            HypWord(" " + t, start + 0.3 * i, start + 0.3 * i + 0.25, p) for i, t in enumerate(text.split())
+        )
+        if timed
+        else ()
+    )
+    return HypSegment(
+        text=" " + text,
+        start=start,
+        end=start + 0.3 * len(text.split()),
+        words=words,
+        avg_logprob=avg,
+        no_speech_prob=nsp,
+        compression_ratio=cr,
+    )
 
 
 OPTS = FilterOptions()
@@ -98,3 +118,27 @@ def test_phrase_lists_load_as_data() -> None:
     assert phrase_key("thank you for watching") in en.always
     assert phrase_key("thank you") in en.unless_confident
     assert phrase_key("시청해주셔서 감사합니다") in phrase_list("ko").always
+
+
+def test_invented_tail_after_real_speech_is_trimmed() -> None:
+    real = [
+        HypWord(" than", 21.5, 21.8, 0.99),
+        HypWord(" he", 21.8, 22.0, 0.99),
+        HypWord(" was.", 22.0, 22.3, 0.99),
+    ]
+    tail = [
+        HypWord(" Thank", 22.3, 22.3, 0.001),
+        HypWord(" you", 22.3, 22.3, 0.98),
+        HypWord(" very", 22.3, 22.3, 0.1),
+        HypWord(" much.", 22.3, 22.38, 0.99),
+    ]
+    kept, dropped = trim_invented_tail(real + tail, "en", OPTS)
+    assert kept == real and dropped == 4
+    bye = [HypWord(" Bye.", 26.03, 26.09, 0.37)]
+    assert trim_invented_tail(real + bye, "en", OPTS) == (real, 1)
+    # Said for real: it takes time and Whisper was sure of it.
+    spoken = [HypWord(" thank", 22.4, 22.7, 0.9), HypWord(" you.", 22.7, 23.0, 0.95)]
+    assert trim_invented_tail(real + spoken, "en", OPTS) == (real + spoken, 0)
+    you = [HypWord(" you.", 22.4, 22.6, 0.5)]  # "... I will tell you."
+    assert trim_invented_tail(real + you, "en", OPTS) == (real + you, 0)
+    assert trim_invented_tail(real + tail, "en", FilterOptions.off())[1] == 0

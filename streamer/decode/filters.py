@@ -12,6 +12,8 @@ the layers after it, each switchable (FilterConfig) and each counted under its n
 - ``outside_speech``: words whose timestamps lie outside the VAD speech region.
 - ``phrases``: an utterance made only of a known invented phrase (per-language lists kept as data
   in streamer/data/hallucinations/; "?"-lines only when the decode was not confident).
+- ``tail``: a known phrase tacked onto the end of real speech ("... than he was. Thank you very
+  much."), recognisable by its words having no duration or a first word Whisper barely believed.
 """
 
 from __future__ import annotations
@@ -202,3 +204,33 @@ def is_invented_phrase(
         )
         return not confident
     return False
+
+
+# A tail phrase is invented when its words take (almost) no time, or its first word is this unlikely.
+_TAIL_MAX_MEAN_DURATION = 0.08
+_TAIL_MAX_FIRST_PROBABILITY = 0.2
+
+
+def trim_invented_tail(
+    words: list[HypWord], lang: str | None, opts: FilterOptions
+) -> tuple[list[HypWord], int]:
+    """Drop a known invented phrase from the end of an utterance; returns (words, dropped)."""
+    if not opts.phrases or len(words) < 2:
+        return words, 0
+    phrases = phrase_list(lang)
+    known = phrases.always | phrases.unless_confident
+    for n in range(min(8, len(words) - 1), 0, -1):
+        tail = words[-n:]
+        if phrase_key("".join(w.text for w in tail)) not in known:
+            continue
+        mean_duration = sum(w.end - w.start for w in tail) / n
+        mean_probability = sum(w.probability for w in tail) / n
+        squeezed = (
+            mean_duration <= _TAIL_MAX_MEAN_DURATION or tail[0].probability <= _TAIL_MAX_FIRST_PROBABILITY
+        )
+        # A phrase that is also said for real ("thank you") needs Whisper to have been sure of
+        # it, unless it is a single word, where that would catch too much ("... tell you").
+        unsure = n > 1 and mean_probability < opts.confident_word_probability
+        if squeezed or unsure:
+            return words[:-n], n
+    return words, 0
