@@ -1,0 +1,58 @@
+"""Follow a stream's captions over WebSocket and print finals; reconnects with `since`.
+
+    python clients/examples/ws_follow.py ws://127.0.0.1:8765/ws?stream=main [--token T] [--count N]
+
+Prints one line per final (`seq<TAB>text`), so nothing is missed or duplicated across restarts of
+this script or of the connection (it passes the last seq it saw as `since`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+import websockets
+
+
+def with_since(url: str, since: int, token: str | None) -> str:
+    parts = urlsplit(url)
+    query = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p)
+    query["since"] = str(since)
+    if token:
+        query["token"] = token
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+async def follow(url: str, token: str | None, count: int | None) -> None:
+    since, seen = 0, 0
+    while True:
+        try:
+            async with websockets.connect(with_since(url, since, token)) as ws:
+                async for message in ws:
+                    event = json.loads(message)
+                    if event.get("type") != "final" or event["seq"] <= since:
+                        continue
+                    since = event["seq"]
+                    print(f"{event['seq']}\t{event['text']}", flush=True)
+                    seen += 1
+                    if count is not None and seen >= count:
+                        return
+        except (OSError, websockets.ConnectionClosed) as e:
+            print(f"disconnected ({e}); reconnecting with since={since}", file=sys.stderr)
+            await asyncio.sleep(1.0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("url", nargs="?", default="ws://127.0.0.1:8765/ws")
+    parser.add_argument("--token")
+    parser.add_argument("--count", type=int, help="stop after this many finals")
+    args = parser.parse_args()
+    asyncio.run(follow(args.url, args.token, args.count))
+
+
+if __name__ == "__main__":
+    main()
