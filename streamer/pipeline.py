@@ -532,14 +532,16 @@ class Stream:
         if utt.language is None:
             utt.language, utt.language_probability = raw.language, raw.language_probability
         hyp, words = self._clean(utt, raw, speech_end)
-        if hyp.words:
+        invented = not words or self._invented(join_words(words), hyp)
+        if not invented and hyp.words:
+            # Only after the whole-utterance check: trimming first could leave half a phrase.
             kept, dropped = trim_invented_tail(hyp.words, hyp.language, self.filters)
             if dropped:
                 metrics.SUPPRESSED.labels(self.name, "tail").inc(dropped)
                 hyp = _with_words(hyp, kept)
                 words = hyp.word_texts
         text = join_words(words)
-        if not words or self._invented(text, hyp):
+        if invented:
             if utt.rev > 0:  # take back what partials showed
                 self._emit(
                     Partial(
