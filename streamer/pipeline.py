@@ -540,7 +540,6 @@ class Stream:
                 metrics.SUPPRESSED.labels(self.name, "tail").inc(dropped)
                 hyp = _with_words(hyp, kept)
                 words = hyp.word_texts
-        text = join_words(words)
         if invented:
             if utt.rev > 0:  # take back what partials showed
                 self._emit(
