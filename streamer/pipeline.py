@@ -151,6 +151,7 @@ class Stream:
         self._utt_count = 0
         self._seq = 0
         self._context: list[str] = []
+        self._committed_until = 0.0  # end of the last word that went into a final
         self._last_partial_request = -1e9
         self._last_decode_seconds = 0.0
         self._last_audio_wall: float | None = None
@@ -294,10 +295,13 @@ class Stream:
     def _on_segment(self, ev: SpeechStart | SpeechEnd) -> None:
         if isinstance(ev, SpeechStart):
             self._utt_count += 1
+            # After a forced split, the previous utterance may already have committed words
+            # past the split point: never decode (and caption) them twice.
+            start = max(ev.start, self._committed_until)
             self._utt = _Utterance(
                 number=self._utt_count,
-                start=ev.start,
-                speech_start=ev.start,
+                start=start,
+                speech_start=start,
                 language=self.settings.decoder.language,
                 agreement=Agreement(self.settings.decoder.agreement, self.settings.decoder.holdback),
             )
@@ -587,6 +591,7 @@ class Stream:
             if utt.language_probability is not None
             else hyp.language_probability,
         )
+        self._committed_until = max(self._committed_until, ev.end)
         self._context.append(text)
         del self._context[: -max(self.settings.decoder.context_finals, 1)]
         metrics.FINALS.labels(self.name).inc()
