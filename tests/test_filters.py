@@ -142,3 +142,24 @@ def test_invented_tail_after_real_speech_is_trimmed() -> None:
     you = [HypWord(" you.", 22.4, 22.6, 0.5)]  # "... I will tell you."
     assert trim_invented_tail(real + you, "en", OPTS) == (real + you, 0)
     assert trim_invented_tail(real + tail, "en", FilterOptions.off())[1] == 0
+
+
+def test_words_that_take_no_time_are_not_speech() -> None:
+    squeezed = HypSegment(
+        text=" We'll see you in the next one.",
+        start=11.08,
+        end=11.08,
+        words=tuple(
+            HypWord(" " + t, 11.08, 11.08, 0.5) for t in ["We'll", "see", "you", "in", "the", "next", "one."]
+        ),
+        avg_logprob=-1.28,
+    )
+    kept, counts = filter_segments([seg("the narrative would be tedious"), squeezed], OPTS)
+    assert [s.text for s in kept] == [" the narrative would be tedious"] and counts["tail"] == 7
+    real = [HypWord(" to", 10.4, 10.6, 0.99), HypWord(" myself.", 10.6, 10.88, 0.99)]
+    tail = [
+        HypWord(" be", 11.0, 11.0, 0.4),
+        HypWord(" back", 11.0, 11.01, 0.4),
+        HypWord(" soon.", 11.01, 11.02, 0.4),
+    ]
+    assert trim_invented_tail(real + tail, "en", OPTS) == (real, 3)

@@ -96,6 +96,10 @@ class DecodeEngine:
         self.options = options
         self.load_seconds = load_seconds
         self.multilingual = bool(getattr(model.model, "is_multilingual", True))
+        # Temperature fallback samples: a fixed seed makes a file give the same text every run.
+        import ctranslate2
+
+        ctranslate2.set_random_seed(0)
         self._queue: queue.PriorityQueue[tuple[int, int, DecodeRequest | None, Future[Hypothesis] | None]] = (
             queue.PriorityQueue()
         )

@@ -30,6 +30,10 @@ from streamer.decode.hypothesis import HypSegment, HypWord, split_words
 
 _NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
 
+# A tail phrase is invented when its words take (almost) no time, or its first word is this unlikely.
+_TAIL_MAX_MEAN_DURATION = 0.08
+_TAIL_MAX_FIRST_PROBABILITY = 0.2
+
 
 @dataclass(frozen=True)
 class FilterOptions:
@@ -122,6 +126,10 @@ def collapse_repetitions(
     return keep, changed
 
 
+def _mean_duration(words: tuple[HypWord, ...] | list[HypWord]) -> float:
+    return sum(w.end - w.start for w in words) / len(words) if words else 0.0
+
+
 def _mean_probability(words: Iterable[HypWord]) -> float | None:
     probs = [w.probability for w in words]
     return sum(probs) / len(probs) if probs else None
@@ -150,6 +158,11 @@ def filter_segments(
             if mean is not None and mean < opts.min_word_probability:
                 counts["low_confidence"] += 1
                 continue
+        if opts.phrases and len(seg.words) >= 2 and _mean_duration(seg.words) <= _TAIL_MAX_MEAN_DURATION:
+            # Words that take no time are not in the audio: Whisper went on writing after the
+            # speech ("We'll see you in the next one." squeezed into the last frame).
+            counts["tail"] += len(seg.words)
+            continue
         if opts.outside_speech and speech is not None and seg.words:
             lo, hi = speech[0] - opts.edge_tolerance, speech[1] + opts.edge_tolerance
             inside = tuple(w for w in seg.words if w.end > lo and w.start < hi)
@@ -206,17 +219,20 @@ def is_invented_phrase(
     return False
 
 
-# A tail phrase is invented when its words take (almost) no time, or its first word is this unlikely.
-_TAIL_MAX_MEAN_DURATION = 0.08
-_TAIL_MAX_FIRST_PROBABILITY = 0.2
-
-
 def trim_invented_tail(
     words: list[HypWord], lang: str | None, opts: FilterOptions
 ) -> tuple[list[HypWord], int]:
     """Drop a known invented phrase from the end of an utterance; returns (words, dropped)."""
     if not opts.phrases or len(words) < 2:
         return words, 0
+    # Any run of two or more words at the end that takes no time was written, not heard.
+    squeezed_run = 0
+    while (
+        squeezed_run < len(words) - 1 and words[-1 - squeezed_run].end - words[-1 - squeezed_run].start < 0.02
+    ):
+        squeezed_run += 1
+    if squeezed_run >= 2:
+        return words[:-squeezed_run], squeezed_run
     phrases = phrase_list(lang)
     known = phrases.always | phrases.unless_confident
     for n in range(min(8, len(words) - 1), 0, -1):
