@@ -105,7 +105,9 @@ class ServerConfig(_Section):
     stall_timeout: float = Field(10.0, gt=0.0, description="Seconds without audio before /health is 503.")
     web_dir: Path | None = Field(None, description="Caption page files served on / (None = clients/web).")
     send_buffer: int = Field(
-        65536, ge=4096, description="Kernel send buffer per client (bytes): bounds memory held for slow clients."
+        65536,
+        ge=4096,
+        description="Kernel send buffer per client (bytes): bounds memory held for slow clients.",
     )
 
 

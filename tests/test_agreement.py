@@ -26,7 +26,7 @@ def test_stable_words_never_change_even_if_whisper_changes_its_mind() -> None:
     ag.update(w("i scream"))
     ag.update(w("i scream for"))
     assert ag.stable == w("i scream")
-    stable, unstable = ag.update(w("ice cream for you"))
+    stable, _unstable = ag.update(w("ice cream for you"))
     assert stable[: len(w("i scream"))] == w("i scream")
 
 

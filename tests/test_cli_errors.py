@@ -29,7 +29,8 @@ def test_missing_file(tmp_path: Path) -> None:
 
 
 def test_unknown_model(audio_dir: Path) -> None:
-    res = streamer("transcribe", str(audio_dir / "en" / "ljspeech_LJ001-0002.flac"), "--model", "no-such-model")
+    wav = str(audio_dir / "en" / "ljspeech_LJ001-0002.flac")
+    res = streamer("transcribe", wav, "--model", "no-such-model")
     assert_clean_failure(res, 1, "no-such-model")
 
 

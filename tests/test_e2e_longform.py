@@ -4,6 +4,7 @@ twice or lost at the boundaries."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 from pathlib import Path
@@ -38,7 +39,7 @@ def test_long_monologue_is_committed_in_bounded_windows(tmp_path: Path) -> None:
     assert [f["seq"] for f in finals] == list(range(1, len(finals) + 1))
     first = [f for f in finals if f["utterance"] == finals[0]["utterance"]]
     assert len(first) >= 2, "nothing was committed before the utterance ended"
-    for a, b in zip(finals, finals[1:], strict=False):
+    for a, b in itertools.pairwise(finals):
         assert b["start"] >= a["end"] - 0.05, "two finals cover the same audio"
     for f in finals:
         assert f["end"] - f["start"] <= 12 + 2 * 0.5 + 0.5  # max_window plus a step or two

@@ -95,7 +95,8 @@ def test_base_detects_languages_allow_list_and_translates(audio_dir: Path, tmp_p
         finals = [json.loads(x) for x in (tmp_path / "multi" / f"{f.stem}.jsonl").read_text().splitlines()]
         expected = f.with_suffix(".lang").read_text().strip()
         detected = {x["lang"] for x in finals}
-        print(f"{f.name}: expected {expected}, detected {detected}, p={[x['lang_probability'] for x in finals]}")
+        probabilities = [x["lang_probability"] for x in finals]
+        print(f"{f.name}: expected {expected}, detected {detected}, p={probabilities}")
         right += detected == {expected}
         assert all(x["lang_probability"] is not None for x in finals)
     assert right >= len(multi) - 1
