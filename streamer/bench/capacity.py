@@ -3,8 +3,9 @@
 Each process is the real daemon (`streamer run --source file:X --jsonl --no-server`), so the
 figures include everything a user's process does: model load, VAD, decoding, event serialisation.
 Its JSONL events are read from stdout as they arrive (wall time of arrival gives startup and time
-to first caption), its stderr is scanned for the pipeline's "N s of audio dropped" warning, and
-`os.wait4` gives its exact CPU time and peak RSS when it exits.
+to first caption), its stderr is scanned for the pipeline's "N s of audio dropped" warning, its peak RSS is
+the kernel's high-water mark of its address space (VmHWM, sampled every 0.1 s), and `os.wait4`
+gives its exact CPU time when it exits.
 """
 
 from __future__ import annotations
@@ -104,10 +105,29 @@ class _Proc:
         self.first_line: float | None = None
         self.first_caption: float | None = None
         self.stderr: list[str] = []
+        self.peak_rss_kb = 0
         self._out = threading.Thread(target=self._read_stdout, daemon=True)
         self._err = threading.Thread(target=self._read_stderr, daemon=True)
+        self._mem = threading.Thread(target=self._sample_memory, daemon=True)
         self._out.start()
         self._err.start()
+        self._mem.start()
+
+    def _sample_memory(self) -> None:
+        # wait4's ru_maxrss is no good here: Linux carries the parent's high-water mark over
+        # fork/exec, so every child would "peak" at the size of this (model-laden) process.
+        # VmHWM is the high-water mark of the daemon's own address space.
+        status = Path(f"/proc/{self.proc.pid}/status")
+        while self.proc.returncode is None:
+            try:
+                for line in status.read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        self.peak_rss_kb = max(self.peak_rss_kb, int(line.split()[1]))
+                        break
+            except (OSError, ValueError, IndexError):
+                if not status.parent.exists():
+                    return
+            time.sleep(0.1)
 
     def _read_stdout(self) -> None:
         assert self.proc.stdout is not None
@@ -151,11 +171,12 @@ class _Proc:
         self.proc.returncode = os.waitstatus_to_exitcode(status)
         self._out.join(5)
         self._err.join(5)
+        self._mem.join(5)
         return DaemonRun(
             returncode=self.proc.returncode,
             wall_seconds=wall,
             cpu_seconds=rusage.ru_utime + rusage.ru_stime,
-            peak_rss_mb=rusage.ru_maxrss / 1024,  # Linux reports KiB
+            peak_rss_mb=self.peak_rss_kb / 1024,
             events=self.events,
             statuses=self.statuses,
             first_line_s=self.first_line,

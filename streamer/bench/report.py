@@ -517,7 +517,7 @@ def markdown(results: dict[str, Any]) -> str:
             f"{k}: first word ends at {_f(_get(v, 'daemon', 'first_word_end_s'))} s"
             for k, v in results.get("offline", {}).items()
         )
-        + "), and its CPU time and peak RSS from `wait4` (CPU includes model load).",
+        + "), its peak RSS (VmHWM) and its CPU time from `wait4` (CPU includes model load).",
         "",
     ]
     offline = results.get("offline", {})
