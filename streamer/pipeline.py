@@ -120,17 +120,8 @@ class Stream:
         self.ring = RingBuffer(int(settings.source.ring_seconds * SAMPLE_RATE))
         self.lockstep = not source.live and not settings.source.realtime
         self.filters = filters or filter_options(settings)
-        v = settings.vad
-        self.segmenter = Segmenter(
-            SegmenterOptions(
-                threshold=v.threshold,
-                neg_threshold=v.neg_threshold,
-                min_speech=v.min_speech,
-                end_silence=v.end_silence,
-                pad=v.pad,
-                max_utterance=v.max_utterance,
-            )
-        )
+        # VadConfig's keys are the segmenter's option names.
+        self.segmenter = Segmenter(SegmenterOptions(**settings.vad.model_dump()))
         self.vad = SileroVad()
         from streamer.audio.capture import CaptureThread
 
@@ -646,18 +637,13 @@ def _timed_words(texts: list[str], hyp_words: list[HypWord], start: float, end: 
 
 
 def filter_options(settings: Settings) -> FilterOptions:
-    f, d = settings.filters, settings.decoder
+    """FilterConfig's switches plus the decoder's thresholds, which the filters reuse."""
+    d = settings.decoder
     return FilterOptions(
-        no_speech=f.no_speech,
-        compression=f.compression,
-        repetition=f.repetition,
-        phrases=f.phrases,
-        outside_speech=f.outside_speech,
-        low_confidence=f.low_confidence,
+        **settings.filters.model_dump(),
         no_speech_threshold=d.no_speech_threshold,
         log_prob_threshold=d.log_prob_threshold,
         compression_ratio_threshold=d.compression_ratio_threshold,
-        min_word_probability=f.min_word_probability,
     )
 
 

@@ -41,3 +41,18 @@ def offline_model(name: str) -> Any:
 def offline_text(model: str, path: Path, language: str | None) -> str:
     segments, _ = offline_model(model).transcribe(str(path), language=language, beam_size=5)
     return " ".join(s.text for s in segments)
+
+
+def transcribe_texts(model: str, files: list[Path], out: Path, language: str | None) -> dict[Path, str]:
+    """`streamer transcribe --format json` over files (one run, one model load): text per file."""
+    args = ["transcribe", *map(str, files), "--model", model, "--format", "json", "-o", str(out)]
+    args.append("--no-progress")
+    if language:
+        args += ["--language", language]
+    res = streamer(*args)
+    assert res.returncode == 0, res.stderr
+    texts = {}
+    for f in files:
+        doc = json.loads((out / f"{f.stem}.json").read_text(encoding="utf-8"))
+        texts[f] = doc["text"]
+    return texts

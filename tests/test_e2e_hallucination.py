@@ -4,14 +4,13 @@ words on at least one of them (so the suppression is shown to do something)."""
 
 from __future__ import annotations
 
-import json
 import wave
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from .e2e_util import offline_text, streamer
+from .e2e_util import offline_text, transcribe_texts
 
 
 def write_wav(path: Path, samples: np.ndarray) -> Path:
@@ -39,16 +38,8 @@ def nonspeech_files(audio_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
 @pytest.mark.parametrize("model,language", [("tiny.en", "en"), ("base", None)])
 def test_no_words_on_nonspeech(model: str, language: str | None, nonspeech_files: list[Path],
                                tmp_path: Path) -> None:
-    args = ["transcribe", *map(str, nonspeech_files), "--model", model, "--format", "json",
-            "-o", str(tmp_path), "--no-progress"]
-    if language:
-        args += ["--language", language]
-    res = streamer(*args)
-    assert res.returncode == 0, res.stderr
-    emitted = {}
-    for f in nonspeech_files:
-        doc = json.loads((tmp_path / f"{f.stem}.json").read_text(encoding="utf-8"))
-        emitted[f.name] = doc["text"]
+    texts = transcribe_texts(model, nonspeech_files, tmp_path, language)
+    emitted = {f.name: text for f, text in texts.items()}
     assert {name: text for name, text in emitted.items() if text} == {}
 
     offline = {f.name: offline_text(model, f, language) for f in nonspeech_files}

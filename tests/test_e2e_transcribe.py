@@ -14,7 +14,7 @@ import pytest
 
 from streamer.textnorm import normalize, uses_cer
 
-from .e2e_util import offline_text, streamer
+from .e2e_util import offline_text, streamer, transcribe_texts
 
 
 # A fixed, representative subset (every 7th English file, both LibriSpeech files, every 16th
@@ -31,23 +31,8 @@ def corpus_error(refs: list[str], hyps: list[str], lang: str) -> float:
     return float(jiwer.wer(r, h))
 
 
-def run_transcribe(model: str, files: list[Path], tmp: Path, language: str | None) -> dict[Path, str]:
-    out = tmp / model
-    args = ["transcribe", *map(str, files), "--model", model, "--format", "json", "-o", str(out)]
-    args.append("--no-progress")
-    if language:
-        args += ["--language", language]
-    res = streamer(*args)
-    assert res.returncode == 0, res.stderr
-    texts = {}
-    for f in files:
-        doc = json.loads((out / f"{f.stem}.json").read_text(encoding="utf-8"))
-        texts[f] = doc["text"]
-    return texts
-
-
 def compare(model: str, files: list[Path], tmp: Path, language: str | None, lang: str) -> tuple[float, float]:
-    streamed = run_transcribe(model, files, tmp, language)
+    streamed = transcribe_texts(model, files, tmp / model, language)
     refs = [f.with_suffix(".txt").read_text(encoding="utf-8").strip() for f in files]
     offline = [offline_text(model, f, language) for f in files]
     kept: list[tuple[str, str, str]] = []
