@@ -4,16 +4,21 @@ Times (`start`, `end`, `emitted_at`, word times) are seconds on the stream's aud
 captured since the stream started divided by 16 000. Latency is therefore `emitted_at - end`,
 independent of wall time. See docs/protocol.md.
 
-Numbering, per stream:
-- finals carry `seq` = 1, 2, 3 ... with no gaps, so a subscriber can detect a missed final and a
-  reconnecting client can ask for everything after the last `seq` it saw;
-- a partial carries the `seq` that its final will have (it previews final `seq`), and `rev`
-  counts its revisions, so (`seq`, `rev`) orders partials and a display replaces partial `seq`
-  by final `seq` when it arrives.
+Protocol 2: words settle while the speaker is still talking.
 
-A final never changes once emitted. Within an utterance `stable` only grows from one partial to
-the next; the final itself comes from a new decode of the whole utterance (beam search, full
-encoder context), which may still correct a word the partials had agreed on.
+- An utterance (one VAD speech segment) yields one or more **finals**, each a run of settled
+  words in order. A final never changes once emitted; the last final of an utterance has
+  `last = true` (end of speech closed it). Finals carry `seq` = 1, 2, 3 ... per stream with no gaps,
+  so a subscriber can detect a missed final and a reconnecting client can ask for everything after
+  the last `seq` it saw.
+- A **partial** carries only the unsettled tail of the open utterance: the words after its last
+  final. Its `stable` is a prefix of its `text` that is settled too (it will open the next final
+  word for word); the rest may still change. A partial carries the `seq` the next final will have,
+  and `rev` counts events within the utterance, so (`seq`, `rev`) orders them.
+- A client appends each final and replaces the live tail with each partial; nothing else. After a
+  final that does not end its utterance, the daemon sends a partial with the remaining tail (possibly
+  empty), so a display never shows the same words twice.
+- Settled words (in a final, or in a partial's `stable`) are never revised.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 
 class _Event(BaseModel):
@@ -52,17 +57,26 @@ class Hello(_Event):
     model: str
     language: str | None = Field(description="Fixed language, or null when detected per utterance.")
     task: Literal["transcribe", "translate"]
+    session: str = Field(
+        default="",
+        description="Random id of this daemon run. `seq` restarts at 1 when it changes (a restart): "
+        "a reconnecting client that sees a new session resumes from the start, not from its old `since`.",
+    )
 
 
 class _Caption(_Event):
     stream: str
     utterance: int = Field(ge=0, description="Utterance number within the stream (VAD segment).")
     rev: int = Field(ge=0, description="Revision number of the text within the utterance.")
-    seq: int = Field(ge=1, description="Final number (finals: 1, 2, 3 ... without gaps).")
-    text: str
+    seq: int = Field(
+        ge=1, description="Final number (finals: 1, 2, 3 ... without gaps); a partial previews the next one."
+    )
+    text: str = Field(
+        description="Final: the settled run of words. Partial: the unsettled tail of the utterance after "
+        "its last final (may be empty)."
+    )
     stable: str = Field(
-        description="Prefix of `text` that later partials keep (agreed by two decodes). The final is "
-        "a fresh full-quality decode of the utterance and is the authoritative text."
+        description="Prefix of `text` that is settled and never changes (a final's `stable` is its text)."
     )
     start: float
     end: float
@@ -76,6 +90,7 @@ class Partial(_Caption):
 
 class Final(_Caption):
     type: Literal["final"] = "final"
+    last: bool = Field(default=True, description="This final closes its utterance (end of speech).")
     words: list[Word] = Field(default_factory=list)
     lang_probability: float | None = None
 

@@ -43,6 +43,9 @@ from streamer.events import Final, Hello, Partial
 from streamer.sinks import formats, health
 from streamer.sinks.clients import CLOSE_TOO_SLOW, ClientQueue, Item, Kind, Push, too_slow_reason
 
+# One id per daemon process: `seq` restarts with it (see Hello.session).
+SESSION_ID = os.urandom(8).hex()
+
 if TYPE_CHECKING:
     from streamer.bus import BusEvent
     from streamer.sinks import SinkContext
@@ -372,6 +375,7 @@ class CaptionServer:
             model=self.ctx.model,
             language=d.language,
             task=d.task,
+            session=SESSION_ID,
         )
 
     async def _handler(self, ws: ServerConnection) -> None:
