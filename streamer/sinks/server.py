@@ -569,6 +569,9 @@ class CaptionServer:
         if not _STATIC_NAME.match(name):
             raise RequestError(404, f"not found: {path}", "route")
         file = self.web_dir / name
+        if "." not in name and not file.is_file():
+            file = self.web_dir / f"{name}.html"  # /overlay, /display: pages without the extension
+            name = file.name
         if not file.is_file():
             raise RequestError(404, f"not found: {path}", "route")
         ctype = mimetypes.guess_type(name)[0] or "application/octet-stream"
