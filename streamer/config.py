@@ -7,18 +7,22 @@ A wrong value raises ConfigError naming the key, the value and the expected form
 
 from __future__ import annotations
 
+import contextvars
+import json
 import os
+import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
+    InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
-    TomlConfigSettingsSource,
+    SettingsError,
 )
 
 if sys.version_info >= (3, 11):
@@ -31,48 +35,85 @@ class ConfigError(ValueError):
     """A configuration value is wrong; the message is meant for the user as it is."""
 
 
+# Whisper's language codes (faster-whisper's tokenizer keeps the list; a private name, hence the
+# fallback to "anything short and lower-case" should a release move it).
+try:
+    from faster_whisper.tokenizer import _LANGUAGE_CODES as _WHISPER_LANGUAGES
+except ImportError:  # pragma: no cover
+    _WHISPER_LANGUAGES = ()
+LANGUAGES: frozenset[str] = frozenset(_WHISPER_LANGUAGES)
+
+
+def _check_language(code: str) -> str:
+    if LANGUAGES and code not in LANGUAGES:
+        raise ValueError(
+            f"unknown language code {code!r}; expected one of Whisper's codes "
+            f"({', '.join(sorted(LANGUAGES))})"
+        )
+    if not LANGUAGES and not re.fullmatch(r"[a-z]{2,3}", code):
+        raise ValueError(f"unknown language code {code!r}")
+    return code
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # inf and nan pass every `gt=`/`le=` bound the wrong way (inf > 0): refuse them everywhere.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class ModelConfig(_Section):
     name: str = Field("base", description="Model name (tiny.en, base, ...) or a CTranslate2 directory.")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     compute_type: str = Field("default", description="'default' = int8 on CPU, int8_float16 on CUDA.")
-    cpu_threads: int = Field(0, ge=0, description="0 = CTranslate2's default.")
+    cpu_threads: int = Field(0, ge=0, le=256, description="0 = CTranslate2's default.")
     cache_dir: Path | None = Field(None, description="Where joined model files are kept.")
 
 
 class VadConfig(_Section):
     threshold: float = Field(0.5, gt=0.0, lt=1.0, description="Speech onset probability.")
     neg_threshold: float | None = Field(None, gt=0.0, lt=1.0, description="Offset (default threshold-0.15).")
-    min_speech: float = Field(0.1, ge=0.0, description="Seconds of speech before an utterance opens.")
-    end_silence: float = Field(0.5, gt=0.0, description="Seconds of silence that end an utterance.")
-    pad: float = Field(0.2, ge=0.0, description="Seconds of audio kept around speech.")
-    max_utterance: float = Field(30.0, gt=2.0, description="Split utterances longer than this (s).")
+    min_speech: float = Field(
+        0.1, ge=0.0, le=10.0, description="Seconds of speech before an utterance opens."
+    )
+    end_silence: float = Field(0.5, gt=0.0, le=30.0, description="Seconds of silence that end an utterance.")
+    pad: float = Field(0.2, ge=0.0, le=5.0, description="Seconds of audio kept around speech.")
+    max_utterance: float = Field(
+        30.0, gt=2.0, le=3600.0, description="Split utterances longer than this (s)."
+    )
 
 
 class DecoderConfig(_Section):
     language: str | None = Field(None, description="Fixed language code, or None to detect.")
     languages: list[str] | None = Field(None, description="Allow-list for detection, e.g. ['ko', 'en'].")
     task: Literal["transcribe", "translate"] = "transcribe"
-    step: float = Field(0.5, gt=0.0, description="Seconds between partial re-decodes.")
+    step: float = Field(0.5, gt=0.0, le=30.0, description="Seconds between partial re-decodes.")
     partials: bool = True
     agreement: bool = Field(True, description="Mark the prefix two hypotheses agree on as stable.")
     holdback: int = Field(1, ge=0, le=5, description="Last words of a window never marked stable.")
-    beam_size: int = Field(5, ge=1, description="Beam size of the final decode.")
-    partial_beam_size: int = Field(1, ge=1)
+    beam_size: int = Field(5, ge=1, le=64, description="Beam size of the final decode.")
+    partial_beam_size: int = Field(1, ge=1, le=64)
     partial_context: float = Field(
         15.0, ge=5.0, le=30.0, description="Seconds of encoder context for partials (30 = full)."
     )
     max_window: float = Field(15.0, gt=2.0, le=30.0, description="Longest window decoded at once (s).")
     initial_prompt: str | None = None
     hotwords: str | None = None
-    context_finals: int = Field(3, ge=0, description="Previous finals passed as the prompt.")
-    no_speech_threshold: float = 0.6
-    log_prob_threshold: float = -1.0
-    compression_ratio_threshold: float = 2.4
-    temperatures: list[float] = Field(default_factory=lambda: [0.0, 0.2, 0.4])
+    context_finals: int = Field(3, ge=0, le=100, description="Previous finals passed as the prompt.")
+    no_speech_threshold: float = Field(0.6, ge=0.0, le=1.0)
+    log_prob_threshold: float = Field(-1.0, le=0.0)
+    compression_ratio_threshold: float = Field(2.4, gt=0.0)
+    temperatures: list[Annotated[float, Field(ge=0.0, le=1.0)]] = Field(
+        default_factory=lambda: [0.0, 0.2, 0.4], min_length=1, max_length=10
+    )
+
+    @field_validator("language")
+    @classmethod
+    def _language(cls, v: str | None) -> str | None:
+        return None if v is None else _check_language(v)
+
+    @field_validator("languages")
+    @classmethod
+    def _languages(cls, v: list[str] | None) -> list[str] | None:
+        return None if v is None else [_check_language(c) for c in v]
 
 
 class FilterConfig(_Section):
@@ -88,8 +129,11 @@ class FilterConfig(_Section):
 class SourceConfig(_Section):
     spec: str = Field("mic", description="mic | mic:DEVICE | file:PATH | stdin | stdin:RATE")
     realtime: bool = Field(True, description="Pace file sources at 1x (live-like).")
-    ring_seconds: float = Field(30.0, gt=1.0, description="Ring buffer capacity in seconds.")
-    retry_max: float = Field(30.0, gt=0.0, description="Longest backoff between source retries (s).")
+    # 600 s of 16 kHz float32 is 38 MB: more than that is a typo, not a buffer.
+    ring_seconds: float = Field(30.0, gt=1.0, le=600.0, description="Ring buffer capacity in seconds.")
+    retry_max: float = Field(
+        30.0, gt=0.0, le=3600.0, description="Longest backoff between source retries (s)."
+    )
 
 
 class ServerConfig(_Section):
@@ -98,17 +142,41 @@ class ServerConfig(_Section):
     port: int = Field(8765, ge=0, le=65535)
     token: str | None = None
     origins: list[str] | None = Field(None, description="Allowed WebSocket Origin values (None = any).")
-    max_clients: int = Field(500, ge=1)
-    replay_finals: int = Field(20, ge=0, description="Finals replayed to a new client.")
-    client_queue: int = Field(256, ge=4, description="Outgoing messages queued per client.")
-    ping_interval: float = Field(20.0, gt=0.0)
-    stall_timeout: float = Field(10.0, gt=0.0, description="Seconds without audio before /health is 503.")
+    max_clients: int = Field(500, ge=1, le=100_000)
+    replay_finals: int = Field(20, ge=0, le=100_000, description="Finals replayed to a new client.")
+    history_finals: int = Field(
+        10_000,
+        ge=1,
+        le=10_000_000,
+        description="Finals kept in memory per stream for `since` and /transcript.",
+    )
+    history_seconds: float = Field(
+        3600.0, gt=0.0, le=366 * 86400.0, description="Finals older than this (s) leave the memory window."
+    )
+    client_queue: int = Field(256, ge=4, le=1_000_000, description="Outgoing messages queued per client.")
+    ping_interval: float = Field(20.0, gt=0.0, le=3600.0)
+    stall_timeout: float = Field(
+        10.0, gt=0.0, le=86400.0, description="Seconds without audio before /health is 503."
+    )
     web_dir: Path | None = Field(None, description="Caption page files served on / (None = clients/web).")
+    # SO_SNDBUF takes a C int and Linux doubles it: 2 GiB overflowed and closed every client (1011).
     send_buffer: int = Field(
         65536,
         ge=4096,
+        le=64 * 2**20,
         description="Kernel send buffer per client (bytes): bounds memory held for slow clients.",
     )
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, v: str | None) -> str | None:
+        # An empty token used to mean "no token": a typo'd secret silently opened the server.
+        if v is not None and not v.strip():
+            raise ValueError(
+                "an empty token would disable authentication; unset it (remove the key or the "
+                "variable) to run without a token, or give a non-empty secret"
+            )
+        return v
 
 
 class MqttConfig(_Section):
@@ -117,11 +185,17 @@ class MqttConfig(_Section):
     password: str | None = None
     client_id: str | None = None
     prefix: str = "streamer"
-    outbox: int = Field(10000, ge=1, description="Finals kept while the broker is unreachable.")
-    partial_interval: float = Field(0.25, ge=0.0, description="Minimum seconds between partials.")
-    reconnect_min: float = Field(0.5, gt=0.0, description="First reconnect delay (s), doubled per failure.")
-    reconnect_max: float = Field(30.0, gt=0.0, description="Longest reconnect delay (s).")
-    drain_timeout: float = Field(10.0, ge=0.0, description="Seconds to deliver the outbox at shutdown.")
+    outbox: int = Field(
+        10000, ge=1, le=10_000_000, description="Finals kept while the broker is unreachable."
+    )
+    partial_interval: float = Field(0.25, ge=0.0, le=3600.0, description="Minimum seconds between partials.")
+    reconnect_min: float = Field(
+        0.5, gt=0.0, le=3600.0, description="First reconnect delay (s), doubled per failure."
+    )
+    reconnect_max: float = Field(30.0, gt=0.0, le=86400.0, description="Longest reconnect delay (s).")
+    drain_timeout: float = Field(
+        10.0, ge=0.0, le=3600.0, description="Seconds to deliver the outbox at shutdown."
+    )
     ca_file: Path | None = Field(None, description="CA certificates for mqtts:// (None = the system's).")
 
 
@@ -135,8 +209,9 @@ class TranscriptConfig(_Section):
         if isinstance(v, str) and v.strip().lower() in ("", "none", "off", "false"):
             return None
         return v
+
     rotate: Literal["none", "day", "size"] = "none"
-    rotate_bytes: int = Field(50_000_000, ge=1024)
+    rotate_bytes: int = Field(50_000_000, ge=1024, le=2**40)
 
 
 class Settings(BaseSettings):
@@ -173,17 +248,31 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml_file = os.environ.get("_STREAMER_TOML_FILE")
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        if toml_file:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        toml_data = _TOML_DATA.get()
+        if toml_data:
+            # Read and checked by load_settings (which names the file in its errors).
+            sources.append(InitSettingsSource(settings_cls, init_kwargs=toml_data))
         return tuple(sources)
+
+
+# The parsed TOML file of the load_settings call in progress (settings_customise_sources is a
+# classmethod and cannot be handed it otherwise).
+_TOML_DATA: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("_TOML_DATA", default=None)
+
+_SECTIONS = {
+    name
+    for name, f in Settings.model_fields.items()
+    if isinstance(f.annotation, type) and issubclass(f.annotation, _Section)
+}
+# Environment variables that are not settings keys.
+_NOT_KEYS = {"STREAMER_CONFIG", "STREAMER_TOKEN", "STREAMER_AUDIO"}
 
 
 def _describe_error(err: Mapping[str, Any]) -> str:
     key = ".".join(str(p) for p in err.get("loc", ()))
     value = err.get("input")
-    msg = err.get("msg", "invalid value")
+    msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
     if err.get("type") == "extra_forbidden":
         return f"unknown key '{key}'"
     shown = repr(value) if not isinstance(value, dict) else "(a table)"
@@ -198,6 +287,96 @@ def _set_nested(target: dict[str, Any], dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Parse a TOML config file; every way it can be unusable is a one-line ConfigError."""
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"config file '{p}' is a directory, not a TOML file")
+    try:
+        # Not only regular files: `--config /dev/null` (an empty configuration) and
+        # `--config <(...)` from a shell work too.
+        with p.open("rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file '{p}' not found") from None
+    except PermissionError:
+        raise ConfigError(f"config file '{p}' cannot be read: permission denied") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"config file '{p}' is not valid TOML: not UTF-8 text (byte {e.object[e.start]:#04x} at offset "
+            f"{e.start}); is it a binary file?"
+        ) from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file '{p}' is not valid TOML: {e}") from None
+    except OSError as e:
+        raise ConfigError(f"config file '{p}' cannot be read: {e.strerror or e}") from None
+    for key, value in data.items():
+        if (
+            key in _SECTIONS
+            and not isinstance(value, dict)
+            and not (key == "model" and isinstance(value, str))
+        ):
+            # pydantic-settings merges a flag's `{"server": {...}}` over `server = 5` and the 5 vanished.
+            raise ConfigError(
+                f"config file '{p}': key '{key}' = {value!r}: must be a table ([{key}] with its keys)"
+            )
+    return data
+
+
+def _field_kind(dotted: list[str]) -> str | None:
+    """'a JSON list' / 'a JSON object' for complex fields, None for scalars or unknown keys."""
+    model: type[BaseModel] = Settings
+    field = None
+    for i, part in enumerate(dotted):
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            if i == len(dotted) - 1:
+                return "a JSON object (or use STREAMER_SECTION__KEY variables)"
+            model = ann
+        elif i < len(dotted) - 1:
+            return None
+    text = str(field.annotation) if field is not None else ""
+    if "list" in text:
+        return 'a JSON list, e.g. ["ko", "en"] or [0.0, 0.2]'
+    return None
+
+
+def _env_problems() -> list[str]:
+    """Environment values pydantic-settings cannot even decode (it raises without naming the key)."""
+    out = []
+    for name, raw in os.environ.items():
+        if not name.startswith("STREAMER_") or name in _NOT_KEYS or name.startswith("STREAMER__"):
+            continue
+        parts = name[len("STREAMER_") :].lower().split("__")
+        kind = _field_kind(parts)
+        if kind is None or raw.strip() == "":
+            continue
+        try:
+            json.loads(raw)
+        except ValueError:
+            out.append(f"key '{'.'.join(parts)}' = {raw!r} (from {name}): expected {kind}")
+    return out
+
+
+def _env_section_problems() -> list[str]:
+    out = []
+    for section in _SECTIONS:
+        name = f"STREAMER_{section.upper()}"
+        raw = os.environ.get(name)
+        if raw is None or (section == "model"):
+            continue
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            continue  # reported by _env_problems
+        if not isinstance(value, dict):
+            out.append(f"key '{section}' = {raw!r} (from {name}): expected a JSON object")
+    return out
+
+
 def load_settings(config_file: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
     """Build the settings from file, environment and `overrides` (dotted keys from CLI flags)."""
     path = config_file or os.environ.get("STREAMER_CONFIG")
@@ -205,29 +384,26 @@ def load_settings(config_file: str | Path | None = None, overrides: dict[str, An
     for dotted, value in (overrides or {}).items():
         if value is not None:
             _set_nested(init, dotted, value)
-    previous = os.environ.pop("_STREAMER_TOML_FILE", None)
+    data = read_config_file(path) if path else None
+    problems = _env_problems() + _env_section_problems()
+    if os.environ.get("STREAMER_TOKEN") is not None and not os.environ["STREAMER_TOKEN"].strip():
+        problems.append(
+            "STREAMER_TOKEN is set but empty: an empty token would disable authentication; "
+            "unset it to run without a token"
+        )
+    if problems:
+        raise ConfigError(f"invalid configuration: {'; '.join(problems)}")
+    token = _TOML_DATA.set(data)
+    # STREAMER_CONFIG is the file path, not a settings key; hide it from the env source.
+    saved = os.environ.pop("STREAMER_CONFIG", None)
     try:
-        if path:
-            p = Path(path)
-            if not p.is_file():
-                raise ConfigError(f"config file '{p}' not found")
-            try:
-                with p.open("rb") as f:
-                    tomllib.load(f)
-            except tomllib.TOMLDecodeError as e:
-                raise ConfigError(f"config file '{p}' is not valid TOML: {e}") from None
-            os.environ["_STREAMER_TOML_FILE"] = str(p)
-        # STREAMER_CONFIG is the file path, not a settings key; hide it from the env source.
-        saved = os.environ.pop("STREAMER_CONFIG", None)
-        try:
-            return Settings(**init)
-        except ValidationError as e:
-            problems = "; ".join(_describe_error(err) for err in e.errors(include_url=False))
-            raise ConfigError(f"invalid configuration: {problems}") from None
-        finally:
-            if saved is not None:
-                os.environ["STREAMER_CONFIG"] = saved
+        return Settings(**init)
+    except ValidationError as e:
+        problems = [_describe_error(err) for err in e.errors(include_url=False)]
+        raise ConfigError(f"invalid configuration: {'; '.join(problems)}") from None
+    except SettingsError as e:  # a value the environment source could not decode
+        raise ConfigError(f"invalid configuration: {e}") from None
     finally:
-        os.environ.pop("_STREAMER_TOML_FILE", None)
-        if previous is not None:
-            os.environ["_STREAMER_TOML_FILE"] = previous
+        _TOML_DATA.reset(token)
+        if saved is not None:
+            os.environ["STREAMER_CONFIG"] = saved

@@ -54,3 +54,22 @@ def test_example_config_is_valid_and_shows_the_defaults() -> None:
 
     example = Path(__file__).resolve().parent.parent / "systemd" / "streamer.toml"
     assert load_settings(example) == Settings()
+
+
+def test_dev_null_is_an_empty_configuration() -> None:
+    from streamer.config import Settings
+
+    assert load_settings("/dev/null") == Settings()
+
+
+def test_flag_does_not_hide_a_wrong_section(tmp_path: Path) -> None:
+    cfg = tmp_path / "s.toml"
+    cfg.write_text("server = 5\n")
+    with pytest.raises(ConfigError, match="key 'server' = 5: must be a table"):
+        load_settings(cfg, {"server.port": 9000})
+
+
+def test_language_codes_are_whisper_codes() -> None:
+    assert load_settings(overrides={"decoder.language": "yue"}).decoder.language == "yue"
+    with pytest.raises(ConfigError, match=r"decoder\.language"):
+        load_settings(overrides={"decoder.language": "english"})
