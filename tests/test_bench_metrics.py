@@ -324,3 +324,237 @@ def test_flicker_normalized_ignores_punctuation_and_case() -> None:
     ]
     assert m.flicker(events) == m.Flicker(revised=3, shown=6)
     assert m.flicker(events, normalized="en") == m.Flicker(revised=0, shown=3)
+
+
+# --------------------------------------------------------------------------- protocol 2
+
+
+def p2_partial(text: str, utt: int, at: float, stable: str = "", start: float = 0.0, seq: int = 1) -> Partial:
+    return Partial(
+        stream="s",
+        utterance=utt,
+        rev=0,
+        seq=seq,
+        text=text,
+        stable=stable,
+        start=start,
+        end=at,
+        emitted_at=at,
+    )
+
+
+def p2_final(text: str, utt: int, at: float, last: bool, start: float = 0.0, seq: int = 1) -> Final:
+    return Final(
+        stream="s",
+        utterance=utt,
+        rev=0,
+        seq=seq,
+        text=text,
+        stable=text,
+        start=start,
+        end=at,
+        emitted_at=at,
+        last=last,
+    )
+
+
+# "the cat sat" (0-1 s) and "on the mat" (2-2.8 s) as one utterance settled mid-sentence.
+P2_EVENTS = [
+    p2_partial("The", 0, 0.5),
+    p2_partial("The cat", 0, 0.9, stable="The"),
+    p2_final("The cat", 0, 1.2, last=False, seq=1),
+    p2_partial("sat", 0, 1.2, start=0.7, seq=2),
+    p2_partial("sat on", 0, 2.4, stable="sat", start=0.7, seq=2),
+    p2_final("sat on the", 0, 2.6, last=False, start=0.7, seq=2),
+    p2_partial("", 0, 2.6, start=2.3, seq=3),
+    p2_partial("mat", 0, 3.0, start=2.3, seq=3),
+    p2_final("mat.", 0, 3.2, last=True, start=2.3, seq=3),
+]
+
+
+def test_protocol2_latencies_known_answer() -> None:
+    res = m.word_latencies(REF, P2_EVENTS)
+    assert [w.first_at for w in res.words] == [0.5, 0.9, 1.2, 2.4, 2.6, 3.0]
+    assert [w.final_at for w in res.words] == [1.2, 1.2, 2.6, 2.6, 2.6, 3.2]
+    assert res.final_latencies == pytest.approx([0.9, 0.5, 1.6, 0.4, 0.3, 0.4])
+    # One utterance, closed by the last final at 3.2 s; its speech ended with "mat" at 2.8 s.
+    assert res.end_of_speech_points == [m.SpeechEndDelay(0, 2.8, pytest.approx(0.4))]
+    assert res.tail_insertions == 0
+    assert res.missed_final == 0
+
+
+def test_protocol2_settling_known_answer() -> None:
+    s = m.settling(P2_EVENTS)
+    assert s.revisions == 0
+    # Unsettled words shown: The, cat, sat, on, mat (the; 'the' went straight into a final) and
+    # changed: 'mat' -> 'mat.' at the last final (an unsettled tail word, not a revision).
+    assert s.tail == m.Flicker(revised=1, shown=5)
+    assert m.settling(P2_EVENTS, normalized="en").tail == m.Flicker(revised=0, shown=5)
+
+
+def test_revision_of_a_stable_word_is_counted() -> None:
+    events = [
+        p2_partial("the cat sat", 0, 1.0, stable="the cat"),
+        p2_partial("the hat sat on", 0, 1.5, stable="the"),  # 'cat' was settled
+        p2_final("the hat sat on", 0, 2.0, last=True),
+    ]
+    s = m.settling(events)
+    assert s.revisions == 1
+    assert s.tail.revised == 1  # 'sat' went with it
+
+
+def test_revision_by_a_final_and_disappearing_settled_words() -> None:
+    events = [
+        p2_final("one two", 0, 1.0, last=False),
+        p2_partial("three four", 0, 1.5, stable="three"),
+        # The next final drops the settled 'three' (and the tail word 'four').
+        p2_final("five", 0, 2.0, last=True),
+    ]
+    assert m.settling(events).revisions == 1
+    # A final that starts the next utterance's display does not touch another utterance.
+    events2 = [
+        p2_partial("a b", 0, 1.0, stable="a b"),
+        p2_final("a b", 0, 1.2, last=True),
+        p2_partial("c", 1, 1.5, stable="c"),
+        p2_final("c", 1, 2.0, last=True),
+    ]
+    assert m.settling(events2).revisions == 0
+
+
+def test_shrinking_stable_keeps_words_settled() -> None:
+    events = [
+        p2_partial("a b c", 0, 1.0, stable="a b"),
+        p2_partial("a b c d", 0, 1.5, stable="a"),  # 'b' is still settled though not re-announced
+        p2_partial("a x", 0, 2.0, stable=""),  # 'b' changed; 'a' did not
+    ]
+    assert m.settling(events).revisions == 1
+
+
+def test_words_in_a_final_count_as_appeared_and_eos_falls_back_to_event_end() -> None:
+    # Nothing of this utterance is in the reference: end of speech is the final's own `end`.
+    ev = Final(
+        stream="s",
+        utterance=3,
+        rev=0,
+        seq=1,
+        text="hello",
+        stable="hello",
+        start=5.0,
+        end=5.5,
+        emitted_at=6.0,
+    )
+    res = m.word_latencies(REF, [ev])
+    assert res.end_of_speech_points == [m.SpeechEndDelay(3, 5.5, 0.5)]
+    assert res.tail_insertions == 0  # 'hello' is aligned as a substitution, not an insertion
+    after = Final(
+        stream="s", utterance=4, rev=0, seq=2, text="Bye now.", stable="", start=3.0, end=3.5, emitted_at=4.0
+    )
+    assert m.word_latencies(REF, [*P2_EVENTS, after]).tail_insertions == 2
+
+
+def test_tail_insertions() -> None:
+    ref = "we will meet at noon"
+    assert m.tail_insertions(ref, "We will meet at noon. See you later.") == 3
+    assert m.tail_insertions(ref, "We will meet at noon.") == 0
+    assert m.tail_insertions(ref, "we meet at noon thank you") == 2
+    assert m.tail_insertions(ref, "") == 0
+    assert m.tail_insertions("", "thank you") == 2
+
+
+def test_lag_trend() -> None:
+    pts = [
+        m.SpeechEndDelay(i, t, d) for i, (t, d) in enumerate([(10, 1.0), (50, 2.0), (300, 9.0), (550, 3.0)])
+    ]
+    lt = m.lag_trend(pts, duration=600.0)
+    assert (lt["first_n"], lt["first_median"]) == (2, 1.5)
+    assert (lt["last_n"], lt["last_median"]) == (1, 3.0)
+    assert lt["growth"] == pytest.approx(1.5)
+    assert m.lag_trend([], 600.0)["growth"] is None
+
+
+def _as_protocol2(events: list[Partial | Final], cut: int) -> list[Partial | Final]:
+    """Protocol-1 events of one utterance re-sent as protocol 2: the first `cut` words of the final
+    are committed early (when the last partial that already showed them came out)."""
+    *partials, fin = events
+    words = fin.text.split()
+    head, rest = " ".join(words[:cut]), " ".join(words[cut:])
+    commit_at = next((p.emitted_at for p in partials if p.text.split()[:cut] == words[:cut]), fin.emitted_at)
+    out: list[Partial | Final] = []
+    committed = False
+    for p in partials:
+        if not committed and p.emitted_at >= commit_at:
+            out.append(p2_final(head, 0, commit_at, last=False))
+            committed = True
+        if committed:
+            tail = " ".join(p.text.split()[cut:])
+            out.append(p2_partial(tail, 0, p.emitted_at))
+        else:
+            out.append(p2_partial(p.text, 0, p.emitted_at))
+    if not committed:
+        out.append(p2_final(head, 0, commit_at, last=False))
+    out.append(p2_final(rest, 0, fin.emitted_at, last=True))
+    return out
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(min_value=1, max_value=2), st.lists(st.floats(0.05, 0.5), min_size=3, max_size=3))
+def test_protocol1_is_the_special_case(cut: int, gaps: list[float]) -> None:
+    # The same words settled earlier: final latency of the early words can only drop, the others
+    # and first appearance stay, and nothing counts as a revision.
+    t1 = 1.0 + gaps[0]
+    t2 = t1 + gaps[1]
+    t3 = max(t2, REF[2].end) + gaps[2]
+    p1 = [partial("The cat", 0, t1), partial("The cat sat", 0, t2), final("The cat sat.", 0, t3)]
+    p2 = _as_protocol2(p1, cut)
+    a, b = m.word_latencies(REF[:3], p1), m.word_latencies(REF[:3], p2)
+    assert [w.first_at for w in a.words] == [w.first_at for w in b.words]
+    assert all(y.final_at <= x.final_at for x, y in zip(a.words, b.words, strict=True))  # type: ignore[operator]
+    assert b.words[2].final_at == a.words[2].final_at
+    assert a.end_of_speech == pytest.approx(b.end_of_speech)
+    assert m.settling(p1).revisions == m.settling(p2).revisions == 0
+
+
+@st.composite
+def protocol2_stream(draw: st.DrawFn) -> tuple[list[Partial | Final], list[int]]:
+    """A valid protocol-2 utterance: settled words only grow; unsettled tail words may be wrong.
+    Also returns the indices of partials whose `stable` is non-empty (for mutation)."""
+    words = [f"w{i}" for i in range(draw(st.integers(1, 12)))]
+    events: list[Partial | Final] = []
+    committed = settled = 0
+    t = 0.0
+    with_stable: list[int] = []
+    for _ in range(draw(st.integers(0, 10))):
+        t += 0.1
+        settled = draw(st.integers(settled, len(words)))
+        commit = draw(st.integers(committed, settled))
+        if commit > committed:
+            events.append(p2_final(" ".join(words[committed:commit]), 0, t, last=False))
+            committed = commit
+        shown = draw(st.integers(settled, len(words)))
+        tail = [w if i < settled or draw(st.booleans()) else "zz" for i, w in enumerate(words[:shown])]
+        if settled > committed:
+            with_stable.append(len(events))
+        events.append(p2_partial(" ".join(tail[committed:]), 0, t, stable=" ".join(words[committed:settled])))
+    events.append(p2_final(" ".join(words[committed:]), 0, t + 0.1, last=True))
+    return events, with_stable
+
+
+@settings(max_examples=300, deadline=None)
+@given(protocol2_stream(), st.data())
+def test_valid_protocol2_streams_have_no_revisions(
+    stream: tuple[list[Partial | Final], list[int]], data: st.DataObject
+) -> None:
+    events, with_stable = stream
+    s = m.settling(events)
+    assert s.revisions == 0
+    assert 0 <= s.tail.revised <= s.tail.shown
+    if with_stable:
+        # Change one settled word of one partial: that is a revision, whatever else happens.
+        k = data.draw(st.sampled_from(with_stable))
+        ev = events[k]
+        stable = ev.stable.split()
+        j = data.draw(st.integers(0, len(stable) - 1))
+        text = ev.text.split()
+        text[j] = "CHANGED"
+        bad = ev.model_copy(update={"text": " ".join(text)})
+        assert m.settling([*events[:k], bad, *events[k + 1 :]]).revisions >= 1

@@ -105,6 +105,11 @@ def test_quick_bench_writes_a_consistent_report(audio_dir: Path, tmp_path: Path)
     assert overall["final"]["n"] == overall["words"] - overall["missed_final"]
     assert overall["first"]["n"] >= overall["final"]["n"]  # a word in a final has appeared
     assert overall["flicker"] is not None and 0 <= overall["flicker"] <= 1
+    assert 0 <= overall["revisions_normalized"] <= overall["revisions"]
+    assert overall["tail_flicker"] is None or 0 <= overall["tail_flicker"] <= 1
+    assert overall["tail_insertions"] >= 0
+    # One utterance or more, each closed by a last final.
+    assert overall["end_of_speech"]["n"] >= 1
     assert len(lat["samples"]["final"]) == overall["final"]["n"]
     cost = lat["cost"]
     assert cost["audio_seconds"] == pytest.approx(5.1, abs=0.1)

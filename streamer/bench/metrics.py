@@ -232,11 +232,23 @@ class WordTiming:
         return None if self.final_at is None else self.final_at - self.ref.end
 
 
+@dataclass(frozen=True)
+class SpeechEndDelay:
+    """One closed utterance: its end of speech on the audio clock and how late its last final was."""
+
+    utterance: int
+    speech_end: float
+    delay: float
+
+
 @dataclass
 class LatencyResult:
     words: list[WordTiming]
-    # Per final: emitted_at minus the end of the last reference word it got right (end of speech).
-    end_of_speech: list[float] = field(default_factory=list)
+    # Per utterance closed by a last final: emitted_at of that final minus the utterance's end of
+    # speech (the end of the last reference word any of its finals got right).
+    end_of_speech_points: list[SpeechEndDelay] = field(default_factory=list)
+    # Hypothesis tokens in finals after the one aligned to the last reference token (invented tails).
+    tail_insertions: int = 0
 
     @property
     def first_latencies(self) -> list[float]:
@@ -245,6 +257,10 @@ class LatencyResult:
     @property
     def final_latencies(self) -> list[float]:
         return [w.final_latency for w in self.words if w.final_latency is not None]
+
+    @property
+    def end_of_speech(self) -> list[float]:
+        return [p.delay for p in self.end_of_speech_points]
 
     @property
     def missed_final(self) -> int:
@@ -263,42 +279,125 @@ def _window(ref: Sequence[RefWord], start: float, until: float) -> tuple[int, in
     return lo, hi
 
 
+def _is_last(ev: CaptionLike) -> bool:
+    # Protocol 1 had one final per utterance and no `last`: every final closed its utterance.
+    return bool(getattr(ev, "last", True))
+
+
+def global_matches(ref: Sequence[str], hyp: Sequence[str]) -> tuple[list[tuple[int, int]], int]:
+    """(reference index, hypothesis index) of the identical tokens of a minimal-edit alignment of
+    the whole texts, and the number of hypothesis tokens after the last one aligned to a reference
+    token (matched or substituted): insertions after the last reference word.
+
+    Uses rapidfuzz (C++) rather than `align`: a 10-minute Korean stream is thousands of characters
+    each way, too many for the pure-Python table; tie-breaking does not matter for whole texts.
+    """
+    from rapidfuzz.distance import Levenshtein
+
+    pairs: list[tuple[int, int]] = []
+    last_aligned = -1
+    for op in Levenshtein.opcodes(list(ref), list(hyp)):
+        if op.tag == "equal":
+            pairs.extend(zip(range(op.src_start, op.src_end), range(op.dest_start, op.dest_end), strict=True))
+        if op.tag in ("equal", "replace") and op.dest_end > op.dest_start:
+            last_aligned = op.dest_end - 1
+    return pairs, len(hyp) - 1 - last_aligned
+
+
+def tail_insertions(reference_text: str, hyp_text: str, lang: str | None = "en") -> int:
+    """Tokens of `hyp_text` after the last one aligned to a reference token ("See you later." after
+    the last real words): what an invented farewell adds to the error count."""
+    return global_matches(tokenize(reference_text, lang), tokenize(hyp_text, lang))[1]
+
+
 def word_latencies(
     ref: Sequence[RefWord], events: Sequence[CaptionLike], lang: str | None = "en"
 ) -> LatencyResult:
     """First-appearance and final latency of each reference token, from caption events.
 
-    A token "appears correctly" in an event when the Levenshtein alignment of the event's text
-    against the reference tokens that could have been heard by then (those overlapping
-    [event.start - 1 s, event.emitted_at + 0.3 s]) pairs it with an identical token. Latency is the
-    event's `emitted_at` (audio clock) minus the token's reference end time, so decode time is
-    included when the file is replayed at 1x.
+    Works for protocol 2 (several finals per utterance, partials carry only the unsettled tail)
+    and protocol 1 (one final per utterance with its whole text) alike: every word a viewer sees
+    for the first time is in the text of the event that introduced it (a partial's tail or a
+    final's run), and every settled word is in exactly one final.
+
+    First appearance: a token "appears correctly" in an event when the Levenshtein alignment of
+    the event's text against the reference tokens that could have been heard by then (those
+    overlapping [event.start - 1 s, event.emitted_at + 0.3 s]) pairs it with an identical token.
+
+    Final: the texts of all finals, in emission order, are aligned with the whole reference (as
+    WER aligns them); a token matched by an identical hypothesis token is final at the `emitted_at`
+    of the final that holds that token. A match in a final emitted before the word was even spoken
+    (impossible; a coincidence of repeated words) is not credited.
+
+    Latency is `emitted_at` (audio clock) minus the token's reference end time, so decode time is
+    included when the file is replayed at 1x. End of speech: per utterance that a last final
+    closes, that final's `emitted_at` minus the end of the last reference token matched in any of
+    the utterance's finals (the final's own `end` if none matched).
     """
     timings = [WordTiming(r) for r in ref]
-    eos: list[float] = []
+    final_toks: list[str] = []
+    final_of_tok: list[int] = []  # index into `finals` per hypothesis token
+    finals: list[CaptionLike] = []
     for ev in events:
         if ev.type not in ("partial", "final"):
             continue
         toks = tokenize(ev.text, lang)
+        if ev.type == "final":
+            finals.append(ev)
+            final_toks.extend(toks)
+            final_of_tok.extend([len(finals) - 1] * len(toks))
         if not toks:
             continue
         lo, hi = _window(ref, ev.start, ev.emitted_at)
         if hi <= lo:
             continue
         ops = align([r.text for r in ref[lo:hi]], toks)
-        matched = [lo + i for op, i, _ in ops if op == "equal" and i is not None]
-        for idx in matched:
-            t = timings[idx]
-            if t.first_at is None or ev.emitted_at < t.first_at:
-                t.first_at = ev.emitted_at
-            if ev.type == "final" and (t.final_at is None or ev.emitted_at < t.final_at):
-                t.final_at = ev.emitted_at
-        if ev.type == "final" and matched:
-            eos.append(ev.emitted_at - max(ref[i].end for i in matched))
-    return LatencyResult(timings, eos)
+        for op, i, _ in ops:
+            if op == "equal" and i is not None:
+                t = timings[lo + i]
+                if t.first_at is None or ev.emitted_at < t.first_at:
+                    t.first_at = ev.emitted_at
+    pairs, tail = global_matches([r.text for r in ref], final_toks)
+    speech_end: dict[int, float] = {}  # utterance -> end of its last matched reference token
+    for i, j in pairs:
+        fin = finals[final_of_tok[j]]
+        if fin.emitted_at + WINDOW_AFTER < ref[i].start:
+            continue
+        t = timings[i]
+        t.final_at = fin.emitted_at
+        # A word in a final has been shown, whether or not a partial showed it first.
+        if t.first_at is None or fin.emitted_at < t.first_at:
+            t.first_at = fin.emitted_at
+        speech_end[fin.utterance] = max(speech_end.get(fin.utterance, -math.inf), ref[i].end)
+    points = [
+        SpeechEndDelay(
+            f.utterance, speech_end.get(f.utterance, f.end), f.emitted_at - speech_end.get(f.utterance, f.end)
+        )
+        for f in finals
+        if _is_last(f)
+    ]
+    return LatencyResult(timings, points, tail)
 
 
-# --------------------------------------------------------------------------- flicker
+def lag_trend(
+    points: Sequence[SpeechEndDelay], duration: float, span: float = 120.0
+) -> dict[str, float | int | None]:
+    """Does the delay of last finals grow over a long stream? Median delay of the utterances that
+    ended in the first `span` seconds against those that ended in the last `span` seconds."""
+    head = [p.delay for p in points if p.speech_end <= span]
+    tail = [p.delay for p in points if p.speech_end >= duration - span]
+    first, last = percentile(head, 50), percentile(tail, 50)
+    return {
+        "span_seconds": span,
+        "first_n": len(head),
+        "first_median": first,
+        "last_n": len(tail),
+        "last_median": last,
+        "growth": None if first is None or last is None else last - first,
+    }
+
+
+# --------------------------------------------------------------------------- settling and flicker
 
 
 @dataclass(frozen=True)
@@ -314,30 +413,93 @@ class Flicker:
         return self.revised / self.shown if self.shown else None
 
 
-def flicker(events: Sequence[CaptionLike], normalized: str | None = None) -> Flicker:
-    """Count displayed-word revisions per utterance.
+@dataclass(frozen=True)
+class Settling:
+    """What happened to displayed words.
 
-    The display of an utterance is its latest partial, then its final. Between two consecutive
-    displays, the words after their common prefix are the ones that changed: those of the old
-    display count as revised, those of the new one as shown. Words are the displayed words as the
-    user sees them (whitespace-split, punctuation and case included), because that is what moves
-    on screen; with `normalized` set to a language, normalised tokens are compared instead, which
-    counts only changes of the words themselves (not "modern" -> "modern.").
+    `revisions`: settled words (in a final, or in a partial's `stable` prefix) that later changed
+    or disappeared from their utterance's display; must be 0. `tail`: flicker of the unsettled
+    tail (unsettled words later changed / unsettled words shown). `display`: the same over every
+    displayed word, settled or not.
     """
-    displays: dict[int, list[str]] = {}
-    revised = shown = 0
+
+    revisions: int
+    tail: Flicker
+    display: Flicker
+
+
+def _words(text: str, normalized: str | None) -> list[str]:
+    return text.split() if normalized is None else tokenize(text, normalized)
+
+
+@dataclass
+class _Display:
+    finals: list[str] = field(default_factory=list)  # words of the utterance's finals so far
+    tail: list[str] = field(default_factory=list)  # words of its latest partial (after the finals)
+    stable: int = 0  # how many words of `tail` the latest partial called settled
+    shown: list[str] = field(default_factory=list)  # the display at the last display point
+    settled: int = 0  # how many leading words of `shown` are settled
+
+
+def settling(events: Sequence[CaptionLike], normalized: str | None = None) -> Settling:
+    """Revisions of settled words and flicker, from the displays a client reconstructs.
+
+    A client shows, per utterance, the concatenation of its finals so far followed by the text of
+    its latest partial (protocol 2: the partial is the unsettled tail after the last final;
+    protocol 1, one final per utterance, is the special case with no final before the last).
+    Displays are compared at each partial and at each last final; a non-last final is always
+    followed by a partial with the remaining tail, and comparing in between would count words
+    that merely moved from the tail into a final.
+
+    Between two consecutive displays, words after their common prefix changed: those within the
+    settled prefix of the old display (its finals, plus the stable prefix of its partial, or more
+    if settled earlier) are revisions, the others tail flicker; words of the new display after
+    the common prefix and beyond its settled prefix count as unsettled words shown.
+
+    Words are as displayed (whitespace-split, punctuation and case included: "modern" becoming
+    "modern." is a visible change); with `normalized` set to a language, normalised tokens are
+    compared instead, which counts only changes of the words themselves.
+    """
+    state: dict[int, _Display] = {}
+    revisions = tail_revised = tail_shown = revised = shown = 0
     for ev in events:
         if ev.type not in ("partial", "final"):
             continue
-        new = ev.text.split() if normalized is None else tokenize(ev.text, normalized)
-        old = displays.get(ev.utterance, [])
+        d = state.setdefault(ev.utterance, _Display())
+        words = _words(ev.text, normalized)
+        if ev.type == "final":
+            d.finals.extend(words)
+            d.tail, d.stable = [], 0
+            if not _is_last(ev):
+                continue
+        else:
+            d.tail = words
+            stable_words = _words(getattr(ev, "stable", "") or "", normalized)
+            d.stable = min(len(stable_words), len(words))
+        new = d.finals + d.tail
+        old = d.shown
         p = 0
         while p < len(old) and p < len(new) and old[p] == new[p]:
             p += 1
+        lost_settled = max(0, d.settled - p)
+        revisions += lost_settled
+        tail_revised += len(old) - max(p, d.settled)
         revised += len(old) - p
+        settled_now = len(d.finals) + d.stable
+        if ev.type == "final":
+            settled_now = len(new)
+        # Words settled earlier and still displayed unchanged stay settled even if this partial's
+        # `stable` is shorter.
+        settled = max(settled_now, min(d.settled, p))
         shown += len(new) - p
-        displays[ev.utterance] = new
-    return Flicker(revised, shown)
+        tail_shown += max(0, len(new) - max(p, settled))
+        d.shown, d.settled = new, min(settled, len(new))
+    return Settling(revisions, Flicker(tail_revised, tail_shown), Flicker(revised, shown))
+
+
+def flicker(events: Sequence[CaptionLike], normalized: str | None = None) -> Flicker:
+    """Displayed words later revised / words shown, settled or not (see `settling`)."""
+    return settling(events, normalized).display
 
 
 # --------------------------------------------------------------------------- summaries

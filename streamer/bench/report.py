@@ -370,9 +370,13 @@ def markdown(results: dict[str, Any]) -> str:
         "## Latency (1x replay, audio clock, per reference word)",
         "",
         "Latency = event `emitted_at` − the word's end in the reference timing. First = the word first "
-        "shown correctly (partial or final); final = the word part of a final. End of speech = final "
-        "− end of the last word it got right. Flicker = displayed words later revised / words shown "
-        "(as displayed, punctuation included; 'words only' compares normalised words).",
+        "shown correctly (partial or final); final = the first final holding the word (finals aligned "
+        "with the reference as for WER). End of speech → last final = the final closing an utterance − "
+        "the end of the utterance's last word its finals got right. Revisions = settled words (in a "
+        "final or a partial's `stable`) that later changed in the utterance's display (finals so far + "
+        "the latest partial's tail); must be 0 (as displayed / words only). Tail flicker = unsettled "
+        "displayed words later changed / unsettled words shown (as displayed; 'words only' compares "
+        "normalised words). Tail insertions = words in finals after the last reference word of a file.",
         "",
     ]
     rows = []
@@ -388,8 +392,10 @@ def markdown(results: dict[str, Any]) -> str:
                 _f(o["final"]["p90"]),
                 _f(o["final"]["p99"]),
                 _f(o["end_of_speech"]["median"]),
-                _pct(o["flicker"]),
-                _pct(o.get("flicker_normalized")),
+                _f(o["end_of_speech"]["p90"]),
+                f"{_f(o.get('revisions'))} / {_f(o.get('revisions_normalized'))}",
+                f"{_pct(o.get('tail_flicker'))} / {_pct(o.get('tail_flicker_normalized'))}",
+                _f(o.get("tail_insertions")),
                 f"{o['missed_final']}/{o['words']}",
             ]
         )
@@ -402,9 +408,11 @@ def markdown(results: dict[str, Any]) -> str:
             "final med",
             "final p90",
             "final p99",
-            "end-of-speech med",
-            "flicker",
-            "flicker (words only)",
+            "EOS → last final med",
+            "EOS → last final p90",
+            "revisions",
+            "tail flicker (words only)",
+            "tail insertions",
             "missed words",
         ],
         rows,
@@ -412,14 +420,15 @@ def markdown(results: dict[str, Any]) -> str:
     for c in configs:
         lines += ["", f"<details><summary>{c['name']}: per file</summary>", ""]
         lines += _table(
-            ["file", "s", "first med/p90/p99", "final med/p90/p99", "flicker", "missed"],
+            ["file", "s", "first med/p90/p99", "final med/p90/p99", "revisions", "tail flicker", "missed"],
             [
                 [
                     name,
                     _f(f["seconds"], 1),
                     "/".join(_f(f["first"][k]) for k in ("median", "p90", "p99")),
                     "/".join(_f(f["final"][k]) for k in ("median", "p90", "p99")),
-                    _pct(f["flicker"]),
+                    _f(f.get("revisions")),
+                    _pct(f.get("tail_flicker")),
                     f"{f['missed_final']}/{f['words']}",
                 ]
                 for name, f in c["latency"]["files"].items()

@@ -190,6 +190,70 @@ def _drop_counter() -> float:
     return total
 
 
+def latency_figures(
+    lat: m.LatencyResult, sett: Sequence[m.Settling], sett_n: Sequence[m.Settling]
+) -> dict[str, Any]:
+    """The per-word latency summaries and settling counts of one file or of a whole set."""
+    tail = m.Flicker(sum(s.tail.revised for s in sett), sum(s.tail.shown for s in sett))
+    tail_n = m.Flicker(sum(s.tail.revised for s in sett_n), sum(s.tail.shown for s in sett_n))
+    disp = m.Flicker(sum(s.display.revised for s in sett), sum(s.display.shown for s in sett))
+    disp_n = m.Flicker(sum(s.display.revised for s in sett_n), sum(s.display.shown for s in sett_n))
+    return {
+        "first": m.summarize(lat.first_latencies),
+        "final": m.summarize(lat.final_latencies),
+        "end_of_speech": m.summarize(lat.end_of_speech),
+        # Settled words (finals, stable prefixes) later changed: must be 0. As displayed, and on
+        # normalised words (a punctuation or case change of a settled word counts only in the first).
+        "revisions": sum(s.revisions for s in sett),
+        "revisions_normalized": sum(s.revisions for s in sett_n),
+        "tail_flicker": tail.rate,
+        "tail_flicker_normalized": tail_n.rate,
+        "flicker": disp.rate,
+        "flicker_normalized": disp_n.rate,
+        "tail_insertions": lat.tail_insertions,
+        "words": len(lat.words),
+        "missed_final": lat.missed_final,
+    }
+
+
+# Degradation the decode scheduler reports (issue 7); absent from older pipelines, read if present.
+DEGRADATION_METRICS = (
+    "streamer_degraded_level",
+    "streamer_decodes_cancelled_total",
+    "streamer_decodes_discarded_total",
+    "streamer_partials_skipped_total",
+    "streamer_decode_cut_total",
+)
+
+
+def degradation_snapshot() -> dict[str, float]:
+    """Current value of each degradation metric in the default registry, summed over labels.
+
+    Counters are reported by prometheus_client as NAME_total samples (the metric may be declared
+    with or without the suffix); a gauge is its value. Missing metrics are simply absent.
+    """
+    out: dict[str, float] = {}
+    for fam in prom.REGISTRY.collect():
+        for s in fam.samples:
+            if s.name in DEGRADATION_METRICS:
+                key = s.name
+            elif s.name + "_total" in DEGRADATION_METRICS and fam.type != "counter":
+                key = s.name + "_total"
+            else:
+                continue
+            out[key] = out.get(key, 0.0) + s.value
+    return out
+
+
+def degradation_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Counters: what was added in between; the gauge: its value at the end (and 'peak' is not
+    observable from two snapshots, so the runner samples it while replaying when it matters)."""
+    out: dict[str, float] = {}
+    for k, v in after.items():
+        out[k] = v if k == "streamer_degraded_level" else v - before.get(k, 0.0)
+    return out
+
+
 @dataclass
 class Runner:
     plan: Plan
@@ -289,60 +353,59 @@ class Runner:
         return refs
 
     def latency(self, cfg: BenchConfig, engine: Any, refs: dict[str, list[m.RefWord]]) -> dict[str, Any]:
+        return self.latency_set(cfg, engine, [(item, refs[item.name]) for item in self.plan.latency])
+
+    def latency_set(
+        self,
+        cfg: BenchConfig,
+        engine: Any,
+        items: Sequence[tuple[AudioItem, list[m.RefWord]]],
+        label: str = "latency",
+    ) -> dict[str, Any]:
+        """Replay each file at 1x through the daemon's file source and measure what a viewer sees."""
         from streamer.pipeline import run_file
 
         files: dict[str, Any] = {}
-        firsts: list[float] = []
-        finals: list[float] = []
-        eos: list[float] = []
-        revised = shown = revised_n = shown_n = 0
-        missed = words = 0
+        lats: list[m.LatencyResult] = []
+        sett: list[m.Settling] = []
+        sett_n: list[m.Settling] = []
         audio = cpu = wall = 0.0
         rtf0, dec0, drop0 = _hist(prom.DECODE_RTF), _hist(prom.DECODE_SECONDS), _drop_counter()
-        for item in self.plan.latency:
+        deg0 = degradation_snapshot()
+        for item, ref in items:
             settings = self.settings(cfg, item.lang)
             w0, c0 = time.perf_counter(), time.process_time()
             events = run_file(settings, item.path, engine, realtime=True)
             wall += time.perf_counter() - w0
             cpu += time.process_time() - c0
             audio += item.seconds
-            lat = m.word_latencies(refs[item.name], events, item.lang)
-            fl = m.flicker(events)
-            fl_norm = m.flicker(events, normalized=item.lang)
+            lat = m.word_latencies(ref, events, item.lang)
+            se = m.settling(events)
+            se_n = m.settling(events, normalized=item.lang)
             files[item.name] = {
                 "seconds": item.seconds,
-                "first": m.summarize(lat.first_latencies),
-                "final": m.summarize(lat.final_latencies),
-                "end_of_speech": m.summarize(lat.end_of_speech),
-                "flicker": fl.rate,
-                "flicker_normalized": fl_norm.rate,
-                "words": len(lat.words),
-                "missed_final": lat.missed_final,
+                **latency_figures(lat, [se], [se_n]),
                 "partials": sum(1 for e in events if e.type == "partial"),
                 "finals": sum(1 for e in events if e.type == "final"),
+                "utterances": len({e.utterance for e in events}),
             }
-            firsts += lat.first_latencies
-            finals += lat.final_latencies
-            eos += lat.end_of_speech
-            revised += fl.revised
-            shown += fl.shown
-            revised_n += fl_norm.revised
-            shown_n += fl_norm.shown
-            missed += lat.missed_final
-            words += len(lat.words)
-            self.tick(item.seconds, f"{cfg.name}: latency {item.name}")
+            lats.append(lat)
+            sett.append(se)
+            sett_n.append(se_n)
+            self.tick(item.seconds, f"{cfg.name}: {label} {item.name}")
+        overall = m.LatencyResult(
+            [w for r in lats for w in r.words],
+            [p for r in lats for p in r.end_of_speech_points],
+            sum(r.tail_insertions for r in lats),
+        )
         return {
             "files": files,
-            "overall": {
-                "first": m.summarize(firsts),
-                "final": m.summarize(finals),
-                "end_of_speech": m.summarize(eos),
-                "flicker": m.Flicker(revised, shown).rate,
-                "flicker_normalized": m.Flicker(revised_n, shown_n).rate,
-                "words": words,
-                "missed_final": missed,
+            "overall": latency_figures(overall, sett, sett_n),
+            "samples": {
+                "first": overall.first_latencies,
+                "final": overall.final_latencies,
+                "end_of_speech": overall.end_of_speech,
             },
-            "samples": {"first": firsts, "final": finals},
             "cost": {
                 "audio_seconds": audio,
                 "wall_seconds": wall,
@@ -351,6 +414,7 @@ class Runner:
                 "decode_rtf": hist_delta(rtf0, _hist(prom.DECODE_RTF)),
                 "decode_seconds": hist_delta(dec0, _hist(prom.DECODE_SECONDS)),
                 "dropped_seconds": _drop_counter() - drop0,
+                "degradation": degradation_delta(deg0, degradation_snapshot()),
             },
         }
 
