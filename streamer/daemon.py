@@ -41,10 +41,11 @@ async def _serve(settings: Settings, args: argparse.Namespace, source: object, e
     from streamer.audio.source import Source
 
     assert isinstance(source, Source)
-    bus = Bus()
+    bus = Bus(max_finals=settings.server.history_finals, max_age=settings.server.history_seconds)
     bus.add_stream(settings.stream)
     stream = Stream(settings, source, engine, bus.publish)
-    bus.subscribe(ConsoleSink(jsonl=getattr(args, "jsonl", False)))
+    console = ConsoleSink(jsonl=getattr(args, "jsonl", False))
+    bus.subscribe(console)
     sinks = None
     try:
         from streamer.sinks import SinkContext, start_sinks
@@ -77,6 +78,7 @@ async def _serve(settings: Settings, args: argparse.Namespace, source: object, e
     finally:
         if sinks is not None:
             await sinks.close()
+        await asyncio.to_thread(console.close)  # bounded: a stuck stdout does not hold the exit
     if stream.error:
         print(f"streamer: {stream.error}", file=sys.stderr)
         return 1

@@ -57,6 +57,9 @@ MQTT_RECONNECTS = Counter("streamer_mqtt_reconnects", "MQTT reconnect attempts")
 MQTT_CONNECTED = Gauge("streamer_mqtt_connected", "1 while connected to the MQTT broker")
 
 TRANSCRIPT_ERRORS = Counter("streamer_transcript_errors", "Transcript file write failures")
+CONSOLE_DROPPED = Counter(
+    "streamer_console_dropped", "Events dropped because stdout did not keep up", ["kind"]
+)
 
 
 def exposition() -> bytes:

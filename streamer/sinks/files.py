@@ -81,6 +81,8 @@ class TranscriptWriter:
         self._thread: threading.Thread | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self.files: list[Path] = []
+        self._jsonl: dict[str, list[Path]] = {}  # stream -> its JSONL parts, oldest first
+        self._remove_archive: Callable[[], None] | None = None
         self.errors = 0
 
     def start(self) -> None:
@@ -91,6 +93,32 @@ class TranscriptWriter:
         self._thread = threading.Thread(target=self._run, name="transcripts", daemon=True)
         self._thread.start()
         self._unsubscribe = self.bus.subscribe(self._on_event)
+        self._remove_archive = self.bus.add_archive(self.read_finals)
+
+    def read_finals(self, stream: str, before: int) -> list[Final]:
+        """This session's finals of `stream` with seq < before, read back from the JSONL parts.
+
+        The bus keeps only a window of recent finals in memory; `/transcript` asks here for the
+        older ones. Called from the event loop while the writer thread appends: a line being
+        written is incomplete and skipped (it is in the memory window anyway).
+        """
+        out: list[Final] = []
+        for path in list(self._jsonl.get(stream, ())):
+            try:
+                with path.open(encoding="utf-8") as f:
+                    for line in f:
+                        if not line.endswith("\n"):
+                            break
+                        try:
+                            final = Final.model_validate_json(line)
+                        except ValueError:
+                            continue
+                        if final.seq >= before:
+                            return out
+                        out.append(final)
+            except OSError as e:
+                log.warning("cannot read transcript %s back: %s", path, e)
+        return out
 
     def _on_event(self, event: BusEvent) -> None:
         if isinstance(event, Final):
@@ -101,6 +129,9 @@ class TranscriptWriter:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+        if self._remove_archive is not None:
+            self._remove_archive()
+            self._remove_archive = None
         if self._thread is not None:
             self._queue.put(_STOP)
             self._thread.join(timeout)
@@ -135,6 +166,7 @@ class TranscriptWriter:
         handles[2].write(formats.VTT_HEADER)
         handles[2].flush()
         self.files.extend(paths)
+        self._jsonl.setdefault(stream, []).append(paths[0])
         log.info("writing transcripts to %s.{jsonl,srt,vtt}", self.dir / stem)
         return _Part(stem, now, handles[0], handles[1], handles[2])
 

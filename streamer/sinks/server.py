@@ -110,6 +110,19 @@ def parse_ws_query(query: str, streams: list[str], default_stream: str) -> WsPar
     return WsParams(stream, since, partials)
 
 
+def gap_message(stream: str, since: int, first_seq: int) -> str:
+    """Control message: finals `since+1 .. first_seq-1` are no longer kept in memory."""
+    return json.dumps(
+        {
+            "type": "gap",
+            "stream": stream,
+            "since": since,
+            "first_seq": first_seq,
+            "transcript": f"/transcript/{stream}.jsonl",
+        }
+    )
+
+
 def resolve_token(configured: str | None) -> str | None:
     """server.token (or STREAMER_SERVER__TOKEN), else STREAMER_TOKEN; empty means none."""
     token = configured or os.environ.get("STREAMER_TOKEN") or None
@@ -398,8 +411,13 @@ class CaptionServer:
         # in between: a final is then either in the snapshot or dispatched to this client later
         # (or both, which the queue's seq check removes) - never neither.
         last = self.bus.last_seq(params.stream)
+        preface: list[str] = []
         if params.since is not None and params.since <= last:
             start = params.since
+            oldest = self.bus.oldest_seq(params.stream)
+            if start < oldest - 1:
+                # Older than the memory window (server.history_*): say so, send what is kept.
+                preface.append(gap_message(params.stream, start, oldest))
         else:
             # A new client, or a `since` from an earlier session (seq restarts at 1 per session).
             start = max(0, last - self.cfg.replay_finals)
@@ -407,7 +425,7 @@ class CaptionServer:
         baseline = replay[-1].seq if replay else start
         c = _Client(ws, params, ClientQueue(self.cfg.client_queue, last_final_seq=baseline))
         self._register(c)
-        c.sender = asyncio.get_running_loop().create_task(self._send_loop(c, replay))
+        c.sender = asyncio.get_running_loop().create_task(self._send_loop(c, replay, preface))
         try:
             async for message in ws:
                 refusal = self._control(c, message)
@@ -452,10 +470,12 @@ class CaptionServer:
         self._push(c, Item(Kind.OTHER, json.dumps(reply).encode()))
         return None
 
-    async def _send_loop(self, c: _Client, replay: list[Final]) -> None:
+    async def _send_loop(self, c: _Client, replay: list[Final], preface: list[str]) -> None:
         ws = c.ws
         try:
             await ws.send(self._hello().to_json())
+            for message in preface:
+                await ws.send(message)
             for f in replay:
                 await ws.send(f.to_json())
                 c.last_sent = f.seq
@@ -561,8 +581,11 @@ class CaptionServer:
             )
         if stream not in self._stream_names():
             raise RequestError(404, f"unknown stream {stream!r}", "route")
-        finals = self.bus.finals(stream)
-        return _response(200, formats.FORMATTERS[ext](finals), formats.MEDIA_TYPES[ext])
+        finals, missing = self.bus.transcript(stream)
+        # Finals that left the memory window come back from the transcript files; without those
+        # (transcripts.dir off) the header says where the list starts missing finals.
+        extra = {"Streamer-Missing-From": str(missing)} if missing else None
+        return _response(200, formats.FORMATTERS[ext](finals), formats.MEDIA_TYPES[ext], extra)
 
     def _static(self, path: str) -> Response:
         name = "index.html" if path in ("/", "") else path.lstrip("/")
