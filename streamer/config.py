@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -24,6 +24,8 @@ from pydantic_settings import (
     SettingsConfigDict,
     SettingsError,
 )
+
+from streamer.layout import Layout
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -214,6 +216,31 @@ class TranscriptConfig(_Section):
     rotate_bytes: int = Field(50_000_000, ge=1024, le=2**40)
 
 
+class LayoutConfig(_Section):
+    """Caption layout (streamer/layout.py): SRT/WebVTT cues, the OBS bridge, the pages' wrapping."""
+
+    max_chars: int = Field(
+        42, ge=10, le=200, description="Columns per caption line (wide characters count 2)."
+    )
+    max_lines: int = Field(2, ge=1, le=4, description="Lines per caption.")
+    max_cps: float = Field(
+        17.0, gt=0.0, description="Reading rate (columns per second) that sets display time."
+    )
+    min_duration: float = Field(1.0, ge=0.0, description="Shortest time a caption stays up (s).")
+    max_duration: float = Field(7.0, gt=0.0, description="Longest time a caption stays up (s).")
+
+    @model_validator(mode="after")
+    def _durations(self) -> LayoutConfig:
+        if self.min_duration > self.max_duration:
+            raise ValueError(
+                f"min_duration ({self.min_duration}) must not exceed max_duration ({self.max_duration})"
+            )
+        return self
+
+    def rules(self) -> Layout:
+        return Layout(self.max_chars, self.max_lines, self.max_cps, self.min_duration, self.max_duration)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="STREAMER_",
@@ -232,6 +259,7 @@ class Settings(BaseSettings):
     server: ServerConfig = Field(default_factory=ServerConfig)
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     transcripts: TranscriptConfig = Field(default_factory=TranscriptConfig)
+    layout: LayoutConfig = Field(default_factory=LayoutConfig)
 
     @field_validator("model", mode="before")
     @classmethod

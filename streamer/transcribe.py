@@ -16,7 +16,7 @@ from streamer.decode.filters import FilterOptions
 from streamer.errors import UserError
 from streamer.events import Final, Partial, Status
 from streamer.pipeline import run_file
-from streamer.sinks.formats import FORMATTERS
+from streamer.sinks.formats import format_as
 
 
 def _progress(path: Path, show: bool):  # type: ignore[no-untyped-def]
@@ -71,7 +71,7 @@ def main(settings: Settings, args: argparse.Namespace) -> int:
     for p in paths:
         probe(p)
     engine = DecodeEngine.from_settings(settings)
-    fmt = FORMATTERS[args.format]
+    rules = settings.layout.rules()
     filters = FilterOptions.off() if args.no_filters else None
     out = Path(args.output) if args.output else None
     if out is not None and len(paths) > 1:
@@ -80,7 +80,7 @@ def main(settings: Settings, args: argparse.Namespace) -> int:
         show = not args.no_progress and sys.stderr.isatty()
         for p in paths:
             finals = transcribe_path(settings, engine, p, show, filters)
-            text = fmt(finals)
+            text = format_as(args.format, finals, rules)
             if out is None:
                 sys.stdout.write(text)
                 sys.stdout.flush()

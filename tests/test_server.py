@@ -50,7 +50,7 @@ def test_hello_replay_then_live_partials_and_finals() -> None:
             async with connect(url(sinks.server_port)) as ws:
                 hello = await recv_json(ws)
                 assert hello["type"] == "hello" and hello["streams"] == ["main"]
-                assert hello["model"] == "tiny.en" and hello["language"] == "en" and hello["protocol"] == 1
+                assert hello["model"] == "tiny.en" and hello["language"] == "en" and hello["protocol"] == 2
                 replay = [await recv_json(ws) for _ in range(5)]
                 assert seqs(replay) == [21, 22, 23, 24, 25]  # the last replay_finals finals
                 await publish(bus, [partial(26, 0), partial(26, 1), final(26)])

@@ -83,7 +83,7 @@ async def start_sinks(ctx: SinkContext) -> Sinks:
             s.mqtt, ctx.bus, streams=list(ctx.streams) or [s.stream], model=ctx.model, version=ctx.version
         )
     if s.transcripts.dir is not None:
-        sinks.files = TranscriptWriter(s.transcripts, ctx.bus)
+        sinks.files = TranscriptWriter(s.transcripts, ctx.bus, layout=s.layout.rules())
     if s.server.enabled:
         sinks.server = CaptionServer(ctx, status_extra=status_extra)
     try:

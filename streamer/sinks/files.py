@@ -6,6 +6,10 @@ written. With `transcripts.rotate = "day"` a new set starts with the first final
 day; with `"size"` when the JSONL file passes `transcripts.rotate_bytes`. Cue times stay on the
 stream's audio clock across parts.
 
+SRT and WebVTT cues follow the caption layout (streamer.layout); an utterance's cues are written
+when the next final arrives (they may stretch for reading time only up to where it starts) and at
+close, so those two files lag one utterance behind the JSONL file.
+
 Writing happens on one writer thread fed by a queue: the bus callback only enqueues, so a slow
 disk never delays the pipeline or the event loop.
 """
@@ -25,6 +29,8 @@ from streamer import metrics
 from streamer.bus import Bus, BusEvent
 from streamer.config import ConfigError, TranscriptConfig
 from streamer.events import Final
+from streamer.layout import DEFAULT as DEFAULT_LAYOUT
+from streamer.layout import Layout
 from streamer.sinks import formats
 
 log = logging.getLogger(__name__)
@@ -59,20 +65,31 @@ class _Part:
     jsonl: IO[str]
     srt: IO[str]
     vtt: IO[str]
-    cues: int = 0
+    srt_cues: formats.SubtitleWriter
+    vtt_cues: formats.SubtitleWriter
 
     def close(self) -> None:
+        # The cues held back for the next final's start are written now, stretched by reading time only.
+        for f, w in ((self.srt, self.srt_cues), (self.vtt, self.vtt_cues)):
+            if not f.closed:
+                f.write(w.flush())
         for f in (self.jsonl, self.srt, self.vtt):
             f.close()
 
 
 class TranscriptWriter:
     def __init__(
-        self, cfg: TranscriptConfig, bus: Bus, *, clock: Callable[[], dt.datetime] = dt.datetime.now
+        self,
+        cfg: TranscriptConfig,
+        bus: Bus,
+        *,
+        clock: Callable[[], dt.datetime] = dt.datetime.now,
+        layout: Layout = DEFAULT_LAYOUT,
     ) -> None:
         if cfg.dir is None:
             raise ConfigError("transcripts.dir is None: transcript files are disabled")
         self.cfg = cfg
+        self.layout = layout
         self.dir = Path(cfg.dir)
         self.bus = bus
         self._clock = clock
@@ -163,12 +180,14 @@ class TranscriptWriter:
         stem = part_stem(stream, now, taken)
         paths = [self.dir / f"{stem}.{ext}" for ext in ("jsonl", "srt", "vtt")]
         handles = [p.open("x", encoding="utf-8", newline="\n") for p in paths]
-        handles[2].write(formats.VTT_HEADER)
+        handles[2].write(formats.VTT_HEADER)  # written at once so the file is valid WebVTT from the start
         handles[2].flush()
         self.files.extend(paths)
         self._jsonl.setdefault(stream, []).append(paths[0])
         log.info("writing transcripts to %s.{jsonl,srt,vtt}", self.dir / stem)
-        return _Part(stem, now, handles[0], handles[1], handles[2])
+        srt_cues = formats.SubtitleWriter("srt", self.layout)
+        vtt_cues = formats.SubtitleWriter("vtt", self.layout)
+        return _Part(stem, now, handles[0], handles[1], handles[2], srt_cues, vtt_cues)
 
     def _write(self, final: Final) -> None:
         now = self._clock()
@@ -182,12 +201,8 @@ class TranscriptWriter:
             part = self._parts[final.stream] = self._open(final.stream, now)
         part.jsonl.write(formats.jsonl_line(final))
         part.jsonl.flush()
-        cue = formats.srt_cue(part.cues + 1, final)
-        if cue:
-            part.cues += 1
-            part.srt.write(cue)
-            part.srt.flush()
-        vcue = formats.vtt_cue(final)
-        if vcue:
-            part.vtt.write(vcue)
-            part.vtt.flush()
+        for f, w in ((part.srt, part.srt_cues), (part.vtt, part.vtt_cues)):
+            cues = w.feed(final)
+            if cues:
+                f.write(cues)
+                f.flush()

@@ -4,8 +4,10 @@ Cue times are the finals' `start`/`end` on the stream's audio clock, so a transc
 session lines up with a recording of that session started at the same moment. Finals with empty
 text are kept in JSON/JSONL (they still carry a `seq`) but produce no cue or line elsewhere.
 
-The whole-document functions (`format_srt`, ...) and the per-cue ones (`srt_cue`, ...) produce the
-same bytes, so a file written cue by cue as finals arrive equals the document formatted at the end.
+SRT and WebVTT cues follow the caption layout rules (`streamer.layout`: 42 columns, 2 lines, phrase
+boundaries, reading-rate display time without overlaps). `SubtitleWriter` produces them as finals
+arrive; the whole-document functions (`format_srt`, ...) are built on it, so a file written cue by
+cue equals the document formatted at the end.
 """
 
 from __future__ import annotations
@@ -13,8 +15,11 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from typing import Literal
 
 from streamer.events import Final
+from streamer.layout import DEFAULT as DEFAULT_LAYOUT
+from streamer.layout import Cue, Layout, cues_from_text, cues_from_words
 
 VTT_HEADER = "WEBVTT\n\n"
 
@@ -42,33 +47,90 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def _cue_times(final: Final) -> tuple[float, float]:
-    start = max(0.0, final.start)
-    # Players skip zero-length cues; give such a cue a visible minimum.
-    end = final.end if final.end > start else start + 0.5
-    return start, end
-
-
-def srt_cue(index: int, final: Final) -> str:
-    """One SRT cue (numbered `index`), or "" for a final without text."""
-    text = _one_line(final.text)
-    if not text:
-        return ""
-    start, end = _cue_times(final)
-    return f"{index}\n{srt_time(start)} --> {srt_time(end)}\n{text}\n\n"
-
-
 def _vtt_escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def vtt_cue(final: Final) -> str:
-    """One WebVTT cue (identified by the final's `seq`), or "" for a final without text."""
-    text = _vtt_escape(_one_line(final.text))
-    if not text:
-        return ""
-    start, end = _cue_times(final)
-    return f"{final.seq}\n{vtt_time(start)} --> {vtt_time(end)}\n{text}\n\n"
+def final_cues(
+    finals: Sequence[Final], rules: Layout = DEFAULT_LAYOUT, *, next_start: float | None = None
+) -> list[Cue]:
+    """The caption cues of finals that follow each other (one utterance), laid out together.
+
+    Timed by their words when those spell the text (Whisper word timestamps), else by sharing
+    the finals' time among the captions in proportion to their width.
+    """
+    items = [f for f in finals if _one_line(f.text)]
+    if not items:
+        return []
+    text = " ".join(_one_line(f.text) for f in items)
+    words = [w for f in items for w in f.words if w.word.strip()]
+    spelled = " ".join(_one_line("".join(w.word for w in f.words)) for f in items)
+    if words and spelled == text:
+        return cues_from_words(
+            words,
+            rules.max_chars,
+            rules.max_lines,
+            rules.max_cps,
+            rules.min_duration,
+            rules.max_duration,
+            next_start=next_start,
+        )
+    start = max(0.0, items[0].start)
+    return cues_from_text(text, start, max(start, items[-1].end), rules, next_start=next_start)
+
+
+class SubtitleWriter:
+    """Finals in, SRT or WebVTT text out, cue by cue (pure: no I/O).
+
+    The finals of one utterance (protocol 2: several, the `last` one closing it) are laid out
+    together, so captions are not cut where a final happened to settle. An utterance's cues are
+    written once the next final shows it is over and where the next caption begins: display time
+    (reading rate, minimum duration) may stretch a cue only up to there, so captions never overlap.
+    A file written from `feed` as finals arrive therefore lags one utterance behind, and
+    `header() + feeds + flush()` is exactly the whole document (`format_srt`, `format_vtt`).
+    """
+
+    def __init__(self, kind: Literal["srt", "vtt"], rules: Layout = DEFAULT_LAYOUT) -> None:
+        self.kind = kind
+        self.rules = rules
+        self.count = 0  # cues written so far
+        self._pending: list[Final] = []
+        self._closed = False
+
+    def header(self) -> str:
+        return VTT_HEADER if self.kind == "vtt" else ""
+
+    def feed(self, final: Final) -> str:
+        out = ""
+        if self._pending:
+            head = self._pending[0]
+            if self._closed or (head.stream, head.utterance) != (final.stream, final.utterance):
+                if _one_line(final.text):
+                    out = self._render(self._pending, next_start=final.start)
+                    self._pending = []
+                elif head.stream != final.stream:
+                    out = self.flush()
+        if _one_line(final.text):
+            self._pending.append(final)
+            self._closed = final.last
+        elif final.last and self._pending and self._pending[0].utterance == final.utterance:
+            self._closed = True
+        return out
+
+    def flush(self) -> str:
+        held, self._pending = self._pending, []
+        return self._render(held, next_start=None) if held else ""
+
+    def _render(self, finals: Sequence[Final], next_start: float | None) -> str:
+        out: list[str] = []
+        for cue in final_cues(finals, self.rules, next_start=next_start):
+            self.count += 1
+            if self.kind == "srt":
+                out.append(f"{self.count}\n{srt_time(cue.start)} --> {srt_time(cue.end)}\n{cue.text}\n\n")
+            else:
+                text = _vtt_escape(cue.text)
+                out.append(f"{self.count}\n{vtt_time(cue.start)} --> {vtt_time(cue.end)}\n{text}\n\n")
+        return "".join(out)
 
 
 def jsonl_line(final: Final) -> str:
@@ -85,19 +147,22 @@ def format_txt(finals: Iterable[Final]) -> str:
     return "".join(txt_line(f) for f in finals)
 
 
-def format_srt(finals: Iterable[Final]) -> str:
-    """SubRip: cues numbered 1, 2, 3 ... over the finals that have text."""
-    out: list[str] = []
-    for f in finals:
-        cue = srt_cue(len(out) + 1, f)
-        if cue:
-            out.append(cue)
-    return "".join(out)
+def format_subtitles(
+    kind: Literal["srt", "vtt"], finals: Iterable[Final], rules: Layout = DEFAULT_LAYOUT
+) -> str:
+    """The whole SRT or WebVTT document of `finals` (see SubtitleWriter)."""
+    w = SubtitleWriter(kind, rules)
+    return w.header() + "".join(w.feed(f) for f in finals) + w.flush()
 
 
-def format_vtt(finals: Iterable[Final]) -> str:
-    """WebVTT with one cue per final that has text (cue identifier = seq)."""
-    return VTT_HEADER + "".join(vtt_cue(f) for f in finals)
+def format_srt(finals: Iterable[Final], rules: Layout = DEFAULT_LAYOUT) -> str:
+    """SubRip: cues numbered 1, 2, 3 ... laid out by streamer.layout (a final may give several)."""
+    return format_subtitles("srt", finals, rules)
+
+
+def format_vtt(finals: Iterable[Final], rules: Layout = DEFAULT_LAYOUT) -> str:
+    """WebVTT, cues numbered 1, 2, 3 ... like SRT."""
+    return format_subtitles("vtt", finals, rules)
 
 
 def format_jsonl(finals: Iterable[Final]) -> str:
@@ -134,6 +199,14 @@ FORMATTERS = {
     "json": format_json,
     "jsonl": format_jsonl,
 }
+
+
+def format_as(kind: str, finals: Iterable[Final], rules: Layout = DEFAULT_LAYOUT) -> str:
+    """`finals` in format `kind` (a FORMATTERS key); SRT and WebVTT laid out by `rules`."""
+    if kind in ("srt", "vtt"):
+        return format_subtitles(kind, finals, rules)  # type: ignore[arg-type]
+    return FORMATTERS[kind](finals)
+
 
 MEDIA_TYPES = {
     "txt": "text/plain; charset=utf-8",

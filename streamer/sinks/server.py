@@ -585,7 +585,8 @@ class CaptionServer:
         # Finals that left the memory window come back from the transcript files; without those
         # (transcripts.dir off) the header says where the list starts missing finals.
         extra = {"Streamer-Missing-From": str(missing)} if missing else None
-        return _response(200, formats.FORMATTERS[ext](finals), formats.MEDIA_TYPES[ext], extra)
+        body = formats.format_as(ext, finals, self.ctx.settings.layout.rules())
+        return _response(200, body, formats.MEDIA_TYPES[ext], extra)
 
     def _static(self, path: str) -> Response:
         name = "index.html" if path in ("/", "") else path.lstrip("/")
