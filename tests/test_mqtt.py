@@ -87,14 +87,23 @@ def test_topics_payloads_partial_rate_and_status(broker: Broker) -> None:
     parts = [json.loads(p) for p in sub.payloads("/main/partial")]
     assert 1 <= len(parts) <= 6 and all(p["type"] == "partial" and p["seq"] == 1 for p in parts)
     assert [p["rev"] for p in parts] == sorted(p["rev"] for p in parts)
-    st = json.loads(retained(broker, "t/main/status"))  # retained: a late subscriber sees the state
+    st = json.loads(sub.payloads("/main/status")[-1])  # the live feed of the stream's status
     assert (st["type"], st["state"], st["detail"]) == ("status", "retrying", "mic unplugged")
+    # The state a late subscriber reads is in the one retained liveness message.
+    online_states = [json.loads(p) for t, p in sub.messages if t == "t/status" and '"online"' in p]
+    assert online_states[-1]["states"]["main"] == {
+        "state": "retrying",
+        "detail": "mic unplugged",
+        "emitted_at": 12.0,
+    }
+    assert retained(broker, "t/main/status", timeout=1) == ""  # nothing there can go stale
     offline = json.loads(retained(broker, "t/status"))
     assert offline == {
         "status": "offline",
         "server": offline["server"],
         "client_id": offline["client_id"],
         "reason": "shutdown",
+        "states": {"main": {"state": "offline"}},
     }
     sub.stop()
 
@@ -116,8 +125,9 @@ def test_broker_killed_and_restarted_every_final_exactly_once_in_order(broker: B
         await publish(bus, [final(i) for i in range(1, 6)])
         await until(lambda: len(m.outbox) == 0 and sum(1 for _ in sub.payloads("/main/text")) == 5)
 
+        assert m.state()["last_error"] is None
         broker.kill()
-        await until(lambda: not m.connected)
+        await until(lambda: not m.connected and m.last_error is not None)
         await publish(bus, [final(i) for i in range(6, 11)])  # into the outbox
         await until(lambda: len(m.outbox) == 5)
         assert m.state()["connected"] is False and m.state()["outbox"] == 5
@@ -132,11 +142,14 @@ def test_broker_killed_and_restarted_every_final_exactly_once_in_order(broker: B
         await publish(bus, [final(i) for i in range(11, 16)])
         await until(lambda: len(m.outbox) == 0, timeout=30)
         assert m.reconnects >= 1
+        # Reconnected: /health no longer shows the error of the outage.
+        assert m.state()["connected"] is True and m.state()["last_error"] is None
         await sinks.close()
 
     run(main(), timeout=90)
-    sub.wait_for(lambda ms: len([x for x in ms if x[0] == "t/main/text"]) >= 15)
-    time.sleep(0.3)  # would show duplicates arriving late
+    # Every publish of the daemon was acknowledged by the broker before close() returned, so a
+    # probe published now reaches the subscriber after any duplicate would have: the end marker.
+    sub.wait_ready("t/probe")
     assert [f["seq"] for f in sub.finals()] == list(range(1, 16))
     assert sub.payloads("/main/text") == [f"final number {i}" for i in range(1, 16)]
     sub.stop()
@@ -184,11 +197,15 @@ def test_last_will_marks_offline_when_the_daemon_dies(broker: Broker, tmp_path: 
         from tests.sink_harness import settings, start
         from streamer.bus import Bus, BusEvent
 
+        from streamer.events import Status
+
         async def main():
             s = settings(server={{"enabled": False}}, mqtt={{"url": {broker.url!r}, "prefix": "t"}})
-            sinks, _ = await start(Bus(), s)
+            bus = Bus()
+            sinks, _ = await start(bus, s)
             while not sinks.mqtt.connected:
                 await asyncio.sleep(0.02)
+            bus.publish(Status(stream="main", state="running", detail="file", emitted_at=1.0))
             print("connected", flush=True)
             await asyncio.sleep(60)
 
@@ -199,15 +216,18 @@ def test_last_will_marks_offline_when_the_daemon_dies(broker: Broker, tmp_path: 
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == b"connected"
-        assert json.loads(retained(broker, "t/status"))["status"] == "online"
+        live = Subscriber(broker, "t/status")
+        live.wait_for(lambda ms: any('"running"' in p for _, p in ms))  # the stream's state, retained
+        assert json.loads(retained(broker, "t/status"))["states"]["main"]["state"] == "running"
     finally:
-        proc.kill()  # no DISCONNECT: the broker publishes the will
+        proc.kill()  # SIGKILL, no DISCONNECT: the broker publishes the will
         proc.wait(10)
-    deadline = time.monotonic() + 10
-    while json.loads(retained(broker, "t/status"))["status"] != "offline":
-        assert time.monotonic() < deadline, "will not published"
-        time.sleep(0.1)
-    assert json.loads(retained(broker, "t/status"))["reason"] == "connection lost"
+    live.wait_for(lambda ms: any('"offline"' in p for _, p in ms))
+    live.stop()
+    gone = json.loads(retained(broker, "t/status"))
+    assert gone["status"] == "offline" and gone["reason"] == "connection lost"
+    assert gone["states"] == {"main": {"state": "offline"}}  # no retained "running" survives the daemon
+    assert retained(broker, "t/main/status", timeout=1) == ""
 
 
 def test_mqtt_is_optional() -> None:

@@ -4,8 +4,17 @@ Topics (prefix `mqtt.prefix`, default `streamer`):
   {prefix}/{stream}/final    final event JSON, QoS 1
   {prefix}/{stream}/text     the final's text only (UTF-8), QoS 1
   {prefix}/{stream}/partial  partial event JSON, QoS 0, at most one per mqtt.partial_interval
-  {prefix}/{stream}/status   the stream's latest status event JSON, QoS 1, retained
-  {prefix}/status            retained {"status": "online", ...}; the last will sets "offline"
+  {prefix}/{stream}/status   status events of the stream (JSON), QoS 1, not retained
+  {prefix}/status            retained {"status": "online", "states": {stream: {...}}, ...};
+                             the last will replaces it with "offline"
+
+Liveness and stream state live in one retained message on purpose. A connection has exactly
+one last will, so only one topic can be corrected by the broker when the daemon dies without a
+word (SIGKILL, power loss): a retained per-stream "running" would outlive the daemon. So
+`{prefix}/status` carries every stream's state and is republished on each change, and the will
+overwrites all of it at once ("birth and death certificate", as in Sparkplug). Per-stream status
+topics are a live feed only; a retained message left there by an older version is cleared at
+connect.
 
 Finals go through `Outbox` (outbox.py) and leave it only when the broker acknowledged them, so a
 broker outage loses nothing up to `mqtt.outbox` finals; they are published in order after the
@@ -145,9 +154,22 @@ class MqttSink:
         doc: dict[str, Any] = {"status": status, "server": self.version, "client_id": self.client_id}
         if status == "online":
             doc.update(streams=self.streams, model=self.model, since=self._online_since)
+            doc["states"] = {name: self._stream_state(name) for name in self._stream_names()}
+        else:
+            # Nothing of this daemon is running any more, whatever the streams said last.
+            doc["states"] = {name: {"state": "offline"} for name in self._stream_names()}
         if reason:
             doc["reason"] = reason
         return json.dumps(doc)
+
+    def _stream_names(self) -> list[str]:
+        return list(dict.fromkeys([*self.streams, *self._status]))
+
+    def _stream_state(self, stream: str) -> dict[str, Any]:
+        st = self._status.get(stream)
+        if st is None:
+            return {"state": "unknown"}
+        return {"state": st.state, "detail": st.detail, "emitted_at": st.emitted_at}
 
     def state(self) -> dict[str, Any]:
         """For /health."""
@@ -249,11 +271,15 @@ class MqttSink:
                 async with self._client() as client:
                     self._set_connected(True)
                     self.backoff.reset()
+                    self.last_error = None  # /health shows the current trouble, not a healed one
                     log.info("MQTT connected to %s as %s", self.target, self.client_id)
+                    for stream in self._stream_names():
+                        # An empty retained message deletes one an older version left there.
+                        await client.publish(self.topic(stream, "status"), b"", qos=1, retain=True)
                     await client.publish(
                         self.status_topic, self._status_payload("online"), qos=1, retain=True
                     )
-                    self._status_dirty = set(self._status)  # retained, but the broker may have restarted
+                    self._status_dirty.clear()  # the online message above has every state
                     await self._serve(client)
                     await client.publish(
                         self.status_topic, self._status_payload("offline", "shutdown"), qos=1, retain=True
@@ -322,11 +348,13 @@ class MqttSink:
             if entry is not None:
                 await self._publish_entry(client, entry)
                 continue
-            for stream in list(self._status_dirty):
-                self._status_dirty.discard(stream)
-                st = self._status[stream]
-                await client.publish(self.topic(stream, "status"), st.to_json(), qos=1, retain=True)
-                metrics.MQTT_PUBLISHES.labels("status").inc()
+            if self._status_dirty:
+                for stream in list(self._status_dirty):
+                    self._status_dirty.discard(stream)
+                    st = self._status[stream]
+                    await client.publish(self.topic(stream, "status"), st.to_json(), qos=1)
+                    metrics.MQTT_PUBLISHES.labels("status").inc()
+                await client.publish(self.status_topic, self._status_payload("online"), qos=1, retain=True)
             if self._stopping and self.outbox.head() is None:
                 return  # the last stream status (e.g. "stopped") went out too
             if self.outbox.head() is not None:
