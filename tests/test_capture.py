@@ -130,20 +130,20 @@ def test_stop_interrupts_the_backoff_wait() -> None:
     source = DeadMic()
     ring = RingBuffer(100)
     states: list[str] = []
+    retrying = threading.Event()
     cap = CaptureThread(
         source,
         ring,
         stream="test-capture-dead",
         retry_max=60.0,
         retry_base=30.0,
-        on_state=lambda s, d: states.append(s),
+        on_state=lambda s, d: (states.append(s), retrying.set() if s == "retrying" else None),
     )
     cap.start()
-    time.sleep(0.2)
-    t0 = time.monotonic()
+    assert retrying.wait(20), states  # now inside the 30 s backoff wait
     cap.stop()
-    cap.join(5)
-    assert not cap.is_alive() and time.monotonic() - t0 < 1.0
+    cap.join(10)  # the backoff alone would last 30 s
+    assert not cap.is_alive()
     assert source.calls == 1 and cap.error is None
     assert states == ["running", "retrying", "stopped"]
     assert ring.closed

@@ -71,7 +71,11 @@ def test_rotation_by_day(tmp_path: Path) -> None:
     w = TranscriptWriter(TranscriptConfig(dir=tmp_path, rotate="day"), bus, clock=lambda: now[0])
     w.start()
     publish_in_thread(bus, [final(1), final(2)]).join()
-    time.sleep(0.2)
+    first = tmp_path / "main-20260301-235958.jsonl"
+    deadline = time.monotonic() + 20
+    while not (first.exists() and first.read_text(encoding="utf-8").count("\n") == 2):
+        assert time.monotonic() < deadline, "finals 1 and 2 never written"
+        time.sleep(0.01)
     now[0] = T0 + dt.timedelta(seconds=3)  # past midnight
     publish_in_thread(bus, [final(3)]).join()
     w.close()

@@ -140,7 +140,9 @@ def test_daemon_broker_restart_every_final_once_in_order(
     ]
     assert len(files) >= 4
     sub.wait_for(lambda ms: [t for t, _ in ms].count("r/main/text") >= len(files), timeout=20)
-    time.sleep(0.3)  # duplicates, if any, would arrive now
+    # The daemon exited after the broker acknowledged every publish, so a probe published now
+    # reaches the subscriber after any duplicate would have: the end marker.
+    sub.wait_ready("r/probe")
     assert sub.finals() == files  # exactly once each, in order
     assert sub.payloads("/main/text") == [f["text"] for f in files]
     sub.stop()

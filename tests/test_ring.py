@@ -66,6 +66,20 @@ def test_read_timeout_returns_empty() -> None:
     assert time.monotonic() - t0 >= 0.04
 
 
+def wait_for_waiters(ring: RingBuffer, n: int = 1) -> None:
+    """Until `n` threads sit inside the ring's Condition.wait (CPython keeps them in `_waiters`)."""
+    deadline = time.monotonic() + 20
+    while len(ring._cond._waiters) < n:  # type: ignore[attr-defined]
+        assert time.monotonic() < deadline, "no thread ever waited on the ring"
+        time.sleep(0.001)
+
+
+def in_thread(fn) -> threading.Thread:  # type: ignore[no-untyped-def]
+    t = threading.Thread(target=fn, daemon=True)
+    t.start()
+    return t
+
+
 def test_close_lets_reader_drain_then_get_empty() -> None:
     ring = RingBuffer(8)
     ring.write(ramp(0, 3))
@@ -74,20 +88,19 @@ def test_close_lets_reader_drain_then_get_empty() -> None:
     assert ring.write(ramp(3, 2)) == 0  # ignored after close
     _, data = ring.read(timeout=5)
     np.testing.assert_array_equal(data, ramp(0, 3))
-    t0 = time.monotonic()
-    _, data = ring.read(timeout=5)  # must not wait once closed
-    assert data.size == 0 and ring.drained
-    assert time.monotonic() - t0 < 1.0
+    got: list[int] = []
+    reader = in_thread(lambda: got.append(ring.read(timeout=3600)[1].size))  # must not wait once closed
+    reader.join(30)
+    assert got == [0] and ring.drained
 
 
 def test_close_wakes_a_waiting_reader() -> None:
     ring = RingBuffer(8)
     result: list[int] = []
-    reader = threading.Thread(target=lambda: result.append(ring.read(timeout=10)[1].size))
-    reader.start()
-    time.sleep(0.05)
+    reader = in_thread(lambda: result.append(ring.read(timeout=3600)[1].size))
+    wait_for_waiters(ring)  # the reader is waiting: only close() can wake it before an hour
     ring.close()
-    reader.join(2)
+    reader.join(30)
     assert result == [0]
 
 
@@ -95,8 +108,12 @@ def test_wait_free_blocks_until_reader_makes_room() -> None:
     ring = RingBuffer(10)
     ring.write(ramp(0, 9))
     assert ring.wait_free(5, timeout=0.02) is False
-    threading.Timer(0.05, lambda: ring.read(max_samples=6)).start()
-    assert ring.wait_free(5, timeout=5) is True
+    result: list[bool] = []
+    waiter = in_thread(lambda: result.append(ring.wait_free(5, timeout=3600)))
+    wait_for_waiters(ring)
+    ring.read(max_samples=6)
+    waiter.join(30)
+    assert result == [True]
     assert ring.free() >= 5
     assert ring.wait_free(100, timeout=0) is False  # capped at capacity, still full-ish
 
@@ -104,22 +121,28 @@ def test_wait_free_blocks_until_reader_makes_room() -> None:
 def test_wait_free_returns_when_closed() -> None:
     ring = RingBuffer(4)
     ring.write(ramp(0, 4))
-    threading.Timer(0.05, ring.close).start()
-    assert ring.wait_free(4, timeout=5) is True
+    result: list[bool] = []
+    waiter = in_thread(lambda: result.append(ring.wait_free(4, timeout=3600)))
+    wait_for_waiters(ring)
+    ring.close()
+    waiter.join(30)
+    assert result == [True]
 
 
 def test_writer_does_not_wait_for_a_reader_blocked_in_read() -> None:
     ring = RingBuffer(100)
-    reader = threading.Thread(target=lambda: ring.read(timeout=2))
-    reader.start()
-    time.sleep(0.02)  # the reader is inside Condition.wait, lock released
-    t0 = time.monotonic()
-    for i in range(200):  # 20x the capacity: overwrites, never waits
-        ring.write(ramp(i * 10, 10))
-    elapsed = time.monotonic() - t0
-    reader.join(3)
-    assert elapsed < 1.0
-    assert ring.written == 2000
+    reader = in_thread(lambda: ring.read(timeout=3600))
+    wait_for_waiters(ring)  # the reader is inside Condition.wait, lock released
+
+    def write() -> None:
+        for i in range(200):  # 20x the capacity: overwrites, never waits
+            ring.write(ramp(i * 10, 10))
+
+    writer = in_thread(write)
+    writer.join(30)  # a writer waiting for the reader would wait for its hour-long read
+    assert not writer.is_alive() and ring.written == 2000
+    ring.close()
+    reader.join(30)
 
 
 def test_capacity_must_be_positive() -> None:

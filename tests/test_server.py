@@ -162,7 +162,8 @@ def test_slow_client_is_closed_4008_and_catches_up_with_since() -> None:
             got_fast = await recv_until(fast, lambda m: m.get("seq") == n, timeout=30)
             assert seqs(got_fast) == list(range(1, n + 1))
             await asyncio.to_thread(pub.join)
-            assert pub.slowest < 0.05  # type: ignore[attr-defined]  # the bus never waits for a client
+            # The publisher finished while the stuck client held its socket full: the bus never
+            # waited for it (how long a publish takes is measured by `streamer bench`, not here).
             assert sinks.server.client_count == 1  # type: ignore[union-attr]
             # The stuck client now reads what it was sent, then finds the close frame.
             msgs, code, reason = await asyncio.to_thread(stuck.drain)
@@ -269,7 +270,10 @@ def test_max_clients() -> None:
                     pass
             assert e.value.response.status_code == 503
             await a.close()
-            await asyncio.sleep(0.2)
+            server = sinks.server
+            assert server is not None
+            while server.client_count != 1:  # the server saw the close (the test's timeout bounds it)
+                await asyncio.sleep(0.01)
             async with connect(url(port)) as c:
                 assert (await recv_json(c))["type"] == "hello"
             await b.close()

@@ -150,7 +150,7 @@ def test_daemon_delivers_identical_finals_to_websocket_mqtt_and_files(
     seqs = [f["seq"] for f in ws_finals]
     assert len(seqs) >= 2 and seqs == list(range(1, len(seqs) + 1))
     sub.wait_for(lambda ms: [t for t, _ in ms].count("e2e/main/text") >= len(seqs), timeout=20)
-    time.sleep(0.3)
+    sub.wait_ready("e2e/probe")  # end marker: anything the daemon published is delivered before it
     assert sub.finals() == ws_finals  # identical finals, same order
     assert sub.payloads("/main/text") == [f["text"] for f in ws_finals]
     jsonl = list(tx.glob("main-*.jsonl"))
