@@ -1,4 +1,4 @@
-"""Command line: `streamer run | transcribe | models | devices | bench`.
+"""Command line: `streamer run | transcribe | obs | models | devices | bench`.
 
 Flags map onto dotted config keys and win over the environment and the TOML file. Every
 user-facing failure (bad config, missing model, unreadable audio) ends with a one-line message on
@@ -79,6 +79,52 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("devices", help="list audio input devices")
 
+    obs = sub.add_parser("obs", help="drive an OBS Text source and native stream captions from a stream")
+    obs.add_argument("--config", metavar="FILE", help="TOML configuration file (or STREAMER_CONFIG)")
+    obs.add_argument("--log-level", dest="log_level", choices=["debug", "info", "warning", "error"])
+    obs.add_argument(
+        "--daemon", dest="obs.daemon", metavar="URL", help="daemon WebSocket (ws://127.0.0.1:8765/ws)"
+    )
+    obs.add_argument("--stream", dest="stream", metavar="NAME", help="stream to follow (default 'main')")
+    obs.add_argument("--token", dest="server.token", help="the daemon's access token")
+    obs.add_argument(
+        "--obs", dest="obs.url", metavar="URL", help="obs-websocket address (ws://127.0.0.1:4455)"
+    )
+    obs.add_argument(
+        "--obs-password",
+        dest="obs.password",
+        metavar="PW",
+        help="obs-websocket password (or STREAMER_OBS__PASSWORD)",
+    )
+    obs.add_argument(
+        "--source", dest="obs.source", metavar="NAME", help="Text source name (default 'Captions')"
+    )
+    obs.add_argument(
+        "--scene", dest="obs.scene", metavar="NAME", help="scene for a new source (default: current)"
+    )
+    obs.add_argument(
+        "--kind", dest="obs.input_kind", metavar="KIND", help="input kind to create (default auto)"
+    )
+    obs.add_argument(
+        "--no-create",
+        dest="obs.create",
+        action="store_const",
+        const=False,
+        help="fail instead of creating a missing Text source",
+    )
+    obs.add_argument("--font-size", dest="obs.font_size", type=int, metavar="PT")
+    obs.add_argument(
+        "--max-chars", dest="layout.max_chars", type=int, metavar="N", help="characters per line (42)"
+    )
+    obs.add_argument("--max-lines", dest="layout.max_lines", type=int, metavar="N", help="lines shown (2)")
+    obs.add_argument(
+        "--no-stream-captions",
+        dest="obs.stream_captions",
+        action="store_const",
+        const=False,
+        help="do not send native CEA-608 captions while streaming",
+    )
+
     bench = sub.add_parser("bench", help="measure latency, accuracy, hallucinations, cost and capacity")
     try:
         from streamer.bench.cli import add_arguments as add_bench_arguments
@@ -148,6 +194,10 @@ def main(argv: list[str] | None = None) -> int:
             from streamer.daemon import main as daemon_main
 
             return daemon_main(settings, args)
+        if args.command == "obs":
+            from streamer.obs.bridge import main as obs_main
+
+            return obs_main(settings)
     except ConfigError as e:
         print(f"streamer: {e}", file=sys.stderr)
         return EXIT_USAGE

@@ -241,6 +241,28 @@ class LayoutConfig(_Section):
         return Layout(self.max_chars, self.max_lines, self.max_cps, self.min_duration, self.max_duration)
 
 
+class ObsConfig(_Section):
+    """`streamer obs`: follows a stream of the daemon and drives OBS Studio (obs-websocket v5)."""
+
+    url: str = Field(
+        "ws://127.0.0.1:4455", description="obs-websocket address (Tools > WebSocket Server Settings)."
+    )
+    password: str | None = Field(None, description="obs-websocket password (or STREAMER_OBS__PASSWORD).")
+    daemon: str | None = Field(
+        None, description="Daemon WebSocket URL; None = ws://server.host:server.port/ws."
+    )
+    source: str = Field("Captions", min_length=1, description="Name of the Text source the captions go to.")
+    scene: str | None = Field(None, description="Scene to add a missing source to; None = the current scene.")
+    create: bool = Field(True, description="Create the Text source when OBS has none of that name.")
+    input_kind: str = Field(
+        "auto", description="Text input kind to create; auto = GDI+ on Windows, else FreeType 2."
+    )
+    font_size: int = Field(48, ge=6, le=512, description="Font size of a created Text source.")
+    stream_captions: bool = Field(True, description="Send finals as native CEA-608 captions while streaming.")
+    reconnect_min: float = Field(0.5, gt=0.0, description="First reconnect delay (s), doubled per failure.")
+    reconnect_max: float = Field(30.0, gt=0.0, description="Longest reconnect delay (s).")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="STREAMER_",
@@ -260,6 +282,7 @@ class Settings(BaseSettings):
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     transcripts: TranscriptConfig = Field(default_factory=TranscriptConfig)
     layout: LayoutConfig = Field(default_factory=LayoutConfig)
+    obs: ObsConfig = Field(default_factory=ObsConfig)
 
     @field_validator("model", mode="before")
     @classmethod
