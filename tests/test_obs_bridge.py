@@ -1,0 +1,344 @@
+"""`streamer obs` against a real, headless OBS Studio and the real streamer WebSocket server.
+
+Captions are published into a real Bus behind the real server (scripted protocol-2 events:
+deterministic and fast); the bridge follows it and drives OBS through obs-websocket. What OBS
+shows is read back from OBS itself (GetInputSettings), and native captions are found in the
+stream OBS sends to a local RTMP receiver. Skipped only when OBS is not installed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from streamer.bus import Bus
+from streamer.config import Settings
+from streamer.obs.bridge import Bridge, ObsClient, ObsError
+from streamer.obs.captions import last_lines
+from streamer.obs.protocol import ObsRequestError
+
+from .helpers_mosquitto import free_port
+from .helpers_obs import Obs, RtmpReceiver, cea608_captions, obs_missing_reason
+from .sink_events import final, partial
+from .sink_harness import publish, run, settings, start
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(obs_missing_reason() is not None, reason=obs_missing_reason() or ""),
+]
+
+REPO = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
+
+
+@pytest.fixture(scope="module")
+def obs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Obs]:
+    o = Obs(tmp_path_factory.mktemp("obs"))
+    o.start()
+    try:
+        yield o
+    finally:
+        o.stop()
+
+
+def bridge_settings(obs: Obs, daemon_port: int | None, **obs_keys: Any) -> Settings:
+    return Settings(
+        obs={
+            "url": obs.url,
+            "password": obs.password,
+            "daemon": f"ws://127.0.0.1:{daemon_port}/ws",
+            "reconnect_min": 0.1,
+            "reconnect_max": 1.0,
+            **obs_keys,
+        }
+    )
+
+
+async def until(
+    probe: Callable[[], Awaitable[T]], ok: Callable[[T], bool], what: str, timeout: float = 20.0
+) -> T:
+    """Poll `probe` until `ok` holds: waiting for the state itself, not for a while."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = await probe()
+            if ok(last):
+                return last
+        except (ObsError, ObsRequestError, ConnectionError, OSError) as e:
+            last = e
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+
+def shown(lines: list[str]) -> str:
+    return "\n".join(lines)
+
+
+class Running:
+    """The bridge as a task; its failure surfaces in the test instead of hanging it."""
+
+    def __init__(self, bridge: Bridge) -> None:
+        self.bridge = bridge
+        self.task = asyncio.ensure_future(bridge.run())
+
+    def check(self) -> None:
+        if self.task.done():
+            self.task.result()
+            raise AssertionError("the bridge stopped")
+
+    async def stop(self) -> None:
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+
+
+async def text_of(checker: ObsClient, source: str, running: Running) -> str:
+    running.check()
+    return str(
+        (await checker.call("GetInputSettings", {"inputName": source}))["inputSettings"].get("text", "")
+    )
+
+
+def test_text_source_follows_captions_english_and_korean(obs: Obs) -> None:
+    source = "Captions (test)"
+
+    async def main() -> None:
+        bus = Bus()
+        bus.publish(final(1, "This was said before the bridge started."))
+        sinks, _ = await start(bus, settings())
+        checker = await ObsClient.open(obs.url, obs.password)
+        running = Running(Bridge(bridge_settings(obs, sinks.server_port, source=source), stream="main"))
+        try:
+
+            async def text() -> str:
+                return await text_of(checker, source, running)
+
+            # Created in the current scene, with the replayed final already shown.
+            await until(text, lambda t: t == "This was said before the bridge started.", "the replayed final")
+            items = (await checker.call("GetSceneItemList", {"sceneName": "Scene"}))["sceneItems"]
+            assert [i["inputKind"] for i in items if i["sourceName"] == source] == ["text_ft2_source_v2"]
+
+            # Protocol 2: a partial previews the tail, a non-last final settles part of it, the
+            # next partial carries the rest: no word shows twice, at most two lines of 42.
+            await publish(bus, [partial(2, 0, "And then the weather")])
+            running_text = "This was said before the bridge started. And then the weather"
+            await until(text, lambda t: t == shown(last_lines(running_text, 42, 2)), "the first partial")
+            settled = final(2, "And then the weather turned,")
+            await publish(bus, [settled.model_copy(update={"last": False}), partial(3, 4, "cold and grey")])
+            running_text = (
+                "This was said before the bridge started. And then the weather turned, cold and grey"
+            )
+            expected = shown(last_lines(running_text, 42, 2))
+            got = await until(text, lambda t: t == expected, "the settled final and its tail")
+            assert got.endswith("cold and grey") and len(got.splitlines()) == 2
+            assert all(len(line) <= 42 for line in got.splitlines())
+
+            # Korean, laid out with wide characters counted double.
+            await publish(bus, [final(3, "cold and grey."), partial(4, 0, "안녕하세요, 오늘")])
+            await until(text, lambda t: t.endswith("안녕하세요, 오늘"), "a Korean partial")
+            await publish(bus, [final(4, "안녕하세요, 오늘 회의를 시작하겠습니다.")])
+            running_text += ". 안녕하세요, 오늘 회의를 시작하겠습니다."
+            expected = shown(last_lines(running_text, 42, 2))
+            got = await until(text, lambda t: t == expected, "the Korean final")
+            assert "회의를 시작하겠습니다." in got
+            assert not running.bridge.streaming and running.bridge.captions_sent == 0  # OBS is not streaming
+        finally:
+            await running.stop()
+            await checker.call("RemoveInput", {"inputName": source})
+            await checker.close()
+            await sinks.close()
+
+    run(main(), timeout=90)
+
+
+def test_reconnects_to_the_daemon_and_to_obs_independently(obs: Obs, tmp_path: Path) -> None:
+    source = "Captions (reconnect)"
+
+    async def main() -> None:
+        bus = Bus()
+        sinks, _ = await start(bus, settings())
+        port = sinks.server_port
+        checker = await ObsClient.open(obs.url, obs.password)
+        running = Running(Bridge(bridge_settings(obs, port, source=source), stream="main"))
+        try:
+
+            async def text() -> str:
+                return await text_of(checker, source, running)
+
+            await publish(bus, [final(1, "before the daemon went away")])
+            await until(text, lambda t: t == "before the daemon went away", "the first final")
+
+            # The daemon's server goes away and comes back on the same port with the same session:
+            # the bridge resumes with since=1 and gets what it missed exactly once.
+            await sinks.close()
+            await publish(bus, [final(2, "said while the bridge was away")])
+            sinks, _ = await start(bus, settings(server={"port": port}))
+            await publish(bus, [final(3, "and after.")])
+            await until(
+                text,
+                lambda t: (
+                    t
+                    == shown(
+                        last_lines(
+                            "before the daemon went away said while the bridge was away and after.", 42, 2
+                        )
+                    )
+                ),
+                "the missed and the new final",
+            )
+
+            # OBS's Text source disappears (a user deleted it): the bridge creates it again.
+            await checker.call("RemoveInput", {"inputName": source})
+            await until(text, lambda t: t.endswith("and after."), "the re-created source")
+        finally:
+            await running.stop()
+            with contextlib.suppress(Exception):
+                await checker.call("RemoveInput", {"inputName": source})
+            await checker.close()
+            await sinks.close()
+
+    run(main(), timeout=90)
+
+
+def test_native_captions_reach_the_stream(obs: Obs, tmp_path: Path) -> None:
+    """Finals become CEA-608 captions in the stream OBS sends (x264 + RTMP to a local receiver)."""
+    source = "Captions (stream)"
+    receiver = RtmpReceiver(tmp_path)
+    texts = ["Hello from the caption bridge.", "Native captions work end to end.", "Third and last caption."]
+
+    async def main() -> None:
+        bus = Bus()
+        sinks, _ = await start(bus, settings())
+        checker = await ObsClient.open(obs.url, obs.password)
+        bridge = Bridge(bridge_settings(obs, sinks.server_port, source=source), stream="main")
+        running = Running(bridge)
+        try:
+            await until(lambda: text_of(checker, source, running), lambda t: t == "", "the source")
+            # Not streaming: finals are shown but not sent (SendStreamCaption would answer 501).
+            await publish(bus, [final(1, "not streaming yet")])
+            await until(
+                lambda: text_of(checker, source, running), lambda t: t == "not streaming yet", "final 1"
+            )
+            assert bridge.captions_sent == 0
+
+            await checker.call(
+                "SetStreamServiceSettings",
+                {
+                    "streamServiceType": "rtmp_custom",
+                    "streamServiceSettings": {"server": receiver.url, "key": receiver.key},
+                },
+            )
+
+            async def start_stream() -> bool:
+                # OBS ignores a StartStream sent while its window is still loading; ask again.
+                if not (await checker.call("GetStreamStatus"))["outputActive"]:
+                    await checker.request("StartStream")
+                    await asyncio.sleep(0.5)
+                return bridge.streaming
+
+            await until(start_stream, bool, "OBS streaming (seen by the bridge)", timeout=30)
+            # A caption on the stream's very first frame is in the stream, but FFmpeg's decoder
+            # does not report it: start once the stream carries pictures.
+            await until(
+                lambda: checker.call("GetStreamStatus"), lambda st: st["outputTotalFrames"] >= 15, "frames"
+            )
+            for i, t in enumerate(texts, start=2):
+                await publish(bus, [final(i, t)])
+                await until(
+                    lambda: asyncio.sleep(0, bridge.captions_sent), lambda n, i=i: n == i - 1, f"caption {i}"
+                )
+                # OBS shows a caption until the next one: let each stay a few frames.
+                await asyncio.sleep(1.0)
+            await checker.call("StopStream")
+            await until(
+                lambda: asyncio.sleep(0, bridge.streaming), lambda s: not s, "the bridge seeing the stop"
+            )
+        finally:
+            await running.stop()
+            with contextlib.suppress(Exception):
+                await checker.call("StopStream")
+            with contextlib.suppress(Exception):
+                await checker.call("RemoveInput", {"inputName": source})
+            await checker.close()
+            await sinks.close()
+
+    try:
+        run(main(), timeout=90)
+        receiver.wait()
+    finally:
+        receiver.stop()
+    srt = cea608_captions(receiver.flv)
+    flat = " ".join(srt.split())
+    for t in texts:
+        assert " ".join(t.split()) in flat, srt
+    assert "not streaming yet" not in flat
+
+
+# --- the command line ------------------------------------------------------------------------
+
+
+def cli(*args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "STREAMER_CONFIG": "", "PYTHONUNBUFFERED": "1"}
+    env.pop("STREAMER_OBS__PASSWORD", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "streamer", "obs", "--log-level", "info", *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def errors(stderr: str) -> list[str]:
+    assert "Traceback" not in stderr, stderr
+    return [line for line in stderr.splitlines() if line.startswith("streamer:")]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--obs-password", "not-the-password"], "streamer: wrong OBS WebSocket password"),
+        ([], "streamer: OBS WebSocket asks for a password: pass --obs-password or set obs.password"),
+        (["--source", "No such source", "--no-create"], "streamer: OBS has no source named 'No such source'"),
+        (
+            ["--scene", "No such scene", "--source", "New"],
+            "streamer: OBS has no scene named 'No such scene' (scenes: 'Scene')",
+        ),
+    ],
+)
+def test_cli_one_line_errors(obs: Obs, extra: list[str], message: str) -> None:
+    password = [] if "--obs-password" in extra or not extra else ["--obs-password", obs.password]
+    # No daemon is listening: the bridge retries that side while the OBS side fails for good.
+    proc = cli("--obs", obs.url, "--daemon", f"ws://127.0.0.1:{free_port()}/ws", *password, *extra)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err
+    lines = errors(err)
+    assert len(lines) == 1 and lines[0].startswith(message), err
+
+
+def test_cli_waits_for_obs_that_is_not_running() -> None:
+    url = f"ws://127.0.0.1:{free_port()}"
+    proc = cli("--obs", url, "--daemon", f"ws://127.0.0.1:{free_port()}/ws")
+    try:
+        assert proc.stderr is not None
+        deadline = time.monotonic() + 30
+        seen: list[str] = []
+        while time.monotonic() < deadline and not any("OBS WebSocket is not running" in s for s in seen):
+            seen.append(proc.stderr.readline())
+        line = next(s for s in seen if "OBS WebSocket is not running" in s)
+        assert f"OBS WebSocket is not running or not listening at {url} (connection refused)" in line
+        assert proc.poll() is None  # still retrying
+    finally:
+        proc.terminate()
+        proc.wait(10)
