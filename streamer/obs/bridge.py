@@ -40,6 +40,7 @@ from streamer.obs.captions import CaptionState
 log = logging.getLogger("streamer.obs")
 
 OPEN_TIMEOUT = 10.0
+CAPTION_TYPES = frozenset({"hello", "partial", "final", "status"})
 REQUEST_TIMEOUT = 10.0
 
 
@@ -297,9 +298,20 @@ class Bridge:
         async for raw in ws:
             try:
                 doc = json.loads(raw)
-                if isinstance(doc, dict) and doc.get("type") == "pong":
+                kind = doc.get("type") if isinstance(doc, dict) else None
+                if not isinstance(kind, str):
+                    raise ValueError("not an event")
+                if kind == "pong":
                     self.state.on_replay_done(int(doc.get("last_seq", 0)))
                     continue
+                if kind == "gap":
+                    # Finals that left the daemon's history window: the display just goes on.
+                    log.info(
+                        "the daemon no longer has finals %s to %s", doc.get("since"), doc.get("first_seq")
+                    )
+                    continue
+                if kind not in CAPTION_TYPES:
+                    continue  # a message type newer than this bridge: ignored, as the protocol says
                 event = parse_event(doc)
             except (ValueError, TypeError, pydantic.ValidationError):
                 self.malformed += 1
