@@ -126,11 +126,8 @@ class Obs:
 
     def screenshot(self, path: Path) -> None:
         """The virtual screen as PNG (for looking at OBS when a test fails)."""
-        subprocess.run(
-            ["ffmpeg", "-loglevel", "error", "-y", "-f", "x11grab", "-video_size", "1280x720", "-i", self.display,
-             "-frames:v", "1", str(path)],
-            check=False,
-        )  # fmt: skip
+        grab = ["-f", "x11grab", "-video_size", "1280x720", "-i", self.display, "-frames:v", "1"]
+        subprocess.run(["ffmpeg", "-loglevel", "error", "-y", *grab, str(path)], check=False)
 
 
 class RtmpReceiver:
@@ -144,8 +141,10 @@ class RtmpReceiver:
         self.key = "test"
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                ["ffmpeg", "-hide_banner", "-nostdin", "-y", "-listen", "1", "-i", f"{self.url}/{self.key}"]
-                + ["-c", "copy", "-f", "flv", str(self.flv)],
+                [
+                    *("ffmpeg", "-hide_banner", "-nostdin", "-y", "-listen", "1"),
+                    *("-i", f"{self.url}/{self.key}", "-c", "copy", "-f", "flv", str(self.flv)),
+                ],
                 stdout=log,
                 stderr=log,
                 stdin=subprocess.DEVNULL,
@@ -202,12 +201,12 @@ def cea608_captions(flv: Path) -> str:
     work = flv.parent
     raw, fixed, mp4, srt = (work / n for n in ("video.h264", "fixed.h264", "fixed.mp4", "captions.srt"))
     quiet = ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-y"]
-    subprocess.run([*quiet, "-i", str(flv), "-map", "0:v", "-c", "copy", "-bsf:v", "h264_mp4toannexb",
-                    "-f", "h264", str(raw)], check=True)  # fmt: skip
+    annexb = ["-map", "0:v", "-c", "copy", "-bsf:v", "h264_mp4toannexb", "-f", "h264"]
+    subprocess.run([*quiet, "-i", str(flv), *annexb, str(raw)], check=True)
     fixed.write_bytes(sei_before_slices(raw.read_bytes()))
     subprocess.run(
         [*quiet, "-fflags", "+genpts", "-r", "30", "-i", str(fixed), "-c", "copy", str(mp4)], check=True
     )
-    subprocess.run([*quiet, "-f", "lavfi", "-i", f"movie={mp4}[out0+subcc]", "-map", "0:s", "-c:s", "srt", str(srt)],
-                   check=True)  # fmt: skip
+    subcc = ["-f", "lavfi", "-i", f"movie={mp4}[out0+subcc]", "-map", "0:s", "-c:s", "srt"]
+    subprocess.run([*quiet, *subcc, str(srt)], check=True)
     return srt.read_text(encoding="utf-8", errors="replace")
