@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from streamer.bench.dataset import NONSPEECH_SET, SPEECH_SETS, default_audio_dir, load_all
-from streamer.bench.runner import BenchConfig, Runner, make_plan, parse_config
+from streamer.bench.runner import MODES, BenchConfig, Runner, make_plan, parse_config, parse_overrides
 from streamer.config import load_settings
 
 # Named sets of configurations for --configs.
@@ -48,6 +48,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--quick", action="store_true", help="about two minutes of audio, tiny.en only, for a fast look"
     )
     p.add_argument(
+        "--core",
+        action="store_true",
+        help="the core check (< ~8 min): tiny.en live on ~6 English files + the 26 s long clip, base live "
+        "on 8 Korean files, accuracy in fast mode on English/Korean subsets; one table",
+    )
+    p.add_argument(
         "--models",
         metavar="LIST",
         default=None,
@@ -63,6 +69,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         f"name a preset ({', '.join(PRESETS)})",
     )
     p.add_argument(
+        "--set",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="settings override applied to every configuration (a dotted key, e.g. decoder.beam_size=1); "
+        "repeatable",
+    )
+    p.add_argument(
         "--reference-model",
         metavar="NAME",
         default=None,
@@ -72,7 +86,34 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--sets",
         metavar="LIST",
         default=None,
-        help=f"limit to these sets ({', '.join((*SPEECH_SETS, NONSPEECH_SET))})",
+        help=f"run only these sets and modes ({', '.join((*SPEECH_SETS, NONSPEECH_SET, *MODES))}); "
+        "ko-long: the 10-minute Korean concatenation live, overload: base starved of CPU",
+    )
+    p.add_argument(
+        "--long-ko",
+        metavar="S",
+        type=float,
+        nargs="?",
+        const=600.0,
+        default=None,
+        help="run the Korean concatenation live (default 600 s), alone or with --sets",
+    )
+    p.add_argument(
+        "--overload",
+        metavar="S",
+        type=float,
+        nargs="?",
+        const=300.0,
+        default=None,
+        help="run the overload benchmark (default 300 s of Korean, 1 decode thread, one core burned), "
+        "alone or with --sets",
+    )
+    p.add_argument(
+        "--ko-seconds",
+        metavar="S",
+        type=float,
+        default=None,
+        help="Korean audio replayed at 1x per multilingual configuration (default 120)",
     )
     p.add_argument(
         "--latency-seconds",
@@ -107,6 +148,9 @@ def _configs(args: argparse.Namespace) -> list[BenchConfig]:
                 continue
             for expanded in PRESETS.get(spec, [spec]):
                 configs.append(parse_config(expanded))
+    common = parse_overrides(args.set, "--set")
+    if common:
+        configs = [BenchConfig(c.name, c.model, {**common, **c.overrides}) for c in configs]
     for c in configs:
         # A wrong key or value fails now, not after minutes of measuring (ConfigError is a ValueError).
         load_settings(args.config, {"model.name": c.model, **c.overrides})
@@ -158,19 +202,32 @@ def run(args: argparse.Namespace) -> int:
 
     root = (args.audio or default_audio_dir()).resolve()
     sets = load_all(root)
+    selected: set[str] | None = None
     if args.sets:
-        wanted = {s.strip() for s in args.sets.split(",")}
-        unknown = wanted - {*SPEECH_SETS, NONSPEECH_SET}
+        selected = {s.strip() for s in args.sets.split(",") if s.strip()}
+        unknown = selected - {*SPEECH_SETS, NONSPEECH_SET, *MODES}
         if unknown:
             print(f"streamer bench: unknown set(s) {', '.join(sorted(unknown))}", file=sys.stderr)
             return 2
-        sets = {k: (v if k in wanted else []) for k, v in sets.items()}
-    plan = make_plan(sets, args.quick, levels, args.latency_seconds)
-    if not plan.latency:
-        print(
-            f"streamer bench: no English speech files (en/) in '{root}' to measure latency on",
-            file=sys.stderr,
-        )
+    for flag, mode in ((args.long_ko, "ko-long"), (args.overload, "overload")):
+        if flag is not None:
+            selected = {*(selected or set()), mode}
+    partial = selected is not None
+    plan = make_plan(
+        sets,
+        args.quick,
+        levels,
+        args.latency_seconds,
+        core=args.core,
+        selected=selected,
+        ko_seconds=args.ko_seconds,
+        ko_long_seconds=args.long_ko or 600.0,
+        overload_seconds=args.overload or 300.0,
+    )
+    if not (plan.latency or plan.ko_latency or plan.long_latency or plan.accuracy or plan.nonspeech) and not (
+        plan.ko_long_seconds or plan.overload_seconds
+    ):
+        print(f"streamer bench: nothing to measure in '{root}' with these sets", file=sys.stderr)
         return 2
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -201,7 +258,8 @@ def run(args: argparse.Namespace) -> int:
         out,
         _reference_model(args, configs),
         config_file=args.config,
-        do_capacity=not args.no_capacity,
+        # Capacity and fan-out belong to full runs (and --quick), not to partial or core runs.
+        do_capacity=not (args.no_capacity or partial or args.core),
         capacity_model=args.capacity_model,
     )
     from tqdm import tqdm
@@ -221,7 +279,7 @@ def run(args: argparse.Namespace) -> int:
     runner.tick = tick
     try:
         results.update(runner.run())
-        if not args.no_fanout:
+        if not (args.no_fanout or partial or args.core):
             bar.set_description("WebSocket fan-out")
             results["fanout"] = _fanout()
     finally:

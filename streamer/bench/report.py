@@ -32,43 +32,63 @@ def _get(d: Any, *keys: str) -> Any:
     return d
 
 
+# Latency sections of a configuration: (key, short name, description, accuracy set it pairs with).
+SECTIONS: list[tuple[str, str, str, str]] = [
+    ("latency", "en", "English at 1x (en/ subset + the 26 s long clip)", "english"),
+    ("latency_ko", "ko", "Korean at 1x (ko/ subset)", "ko"),
+    ("latency_long", "long", "long English clips at 1x", "long"),
+    ("latency_ko_long", "ko-long", "Korean concatenation (~10 min, 0.5 s pauses) at 1x", "ko"),
+    ("overload", "overload", "Korean concatenation at 1x, 1 decode thread, one core burned", "ko"),
+]
+
+
+def sections(cfg: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    """(key, short name, section) for each latency section this configuration measured."""
+    return [(key, short, cfg[key]) for key, short, _, _ in SECTIONS if cfg.get(key)]
+
+
+def _acc(c: dict[str, Any], name: str) -> dict[str, Any]:
+    """Corpus accuracy of one set (summarize_accuracy names CER sets 'NAME (cer)'); {} if absent."""
+    sets = _get(c, "accuracy", "sets") or {}
+    found = sets.get(name) or sets.get(f"{name} (cer)")
+    return found if isinstance(found, dict) else {}
+
+
+def _lag_growth(c: dict[str, Any], key: str) -> float | None:
+    """The largest growth of last-final delay (last 2 min − first 2 min) over the section's files."""
+    lags = _get(c, key, "lag") or {}
+    growths = [v["growth"] for v in lags.values() if v.get("growth") is not None]
+    return max(growths) if growths else None
+
+
+def _revisions(c: dict[str, Any], r: dict[str, Any]) -> int | None:
+    found = [sec["overall"].get("revisions") for _, _, sec in sections(c)]
+    found = [x for x in found if x is not None]
+    return sum(found) if found else None
+
+
+def _lat(key: str, *path: str) -> Callable[[dict[str, Any], dict[str, Any]], Any]:
+    return lambda c, r: _get(c, key, "overall", *path)
+
+
 TARGETS: list[Target] = [
-    (
-        "median final latency",
-        "tiny.en",
-        lambda c, r: _get(c, "latency", "overall", "final", "median"),
-        "<=",
-        1.0,
-        "s",
-    ),
-    (
-        "p90 final latency",
-        "tiny.en",
-        lambda c, r: _get(c, "latency", "overall", "final", "p90"),
-        "<=",
-        1.6,
-        "s",
-    ),
-    (
-        "median first-appearance latency",
-        "tiny.en",
-        lambda c, r: _get(c, "latency", "overall", "first", "median"),
-        "<=",
-        0.6,
-        "s",
-    ),
+    # tiny.en on English (issue 8)
+    ("median first-appearance latency", "tiny.en", _lat("latency", "first", "median"), "<=", 0.5, "s"),
+    ("median final latency", "tiny.en", _lat("latency", "final", "median"), "<=", 1.0, "s"),
+    ("p90 final latency", "tiny.en", _lat("latency", "final", "p90"), "<=", 1.6, "s"),
     (
         "final after end of speech (median)",
         "tiny.en",
-        lambda c, r: _get(c, "latency", "overall", "end_of_speech", "median"),
+        _lat("latency", "end_of_speech", "median"),
         "<=",
         0.8,
         "s",
     ),
+    ("settled words revised", "tiny.en", _revisions, "<=", 0, "words"),
     (
         "English WER / offline WER",
         "tiny.en",
-        lambda c, r: _get(c, "accuracy", "sets", "english", "ratio"),
+        lambda c, r: _acc(c, "english").get("ratio"),
         "<=",
         1.03,
         "x",
@@ -106,23 +126,6 @@ TARGETS: list[Target] = [
         "s",
     ),
     (
-        "median final latency",
-        "base",
-        lambda c, r: _get(c, "latency", "overall", "final", "median"),
-        "<=",
-        1.5,
-        "s",
-    ),
-    ("p90 final latency", "base", lambda c, r: _get(c, "latency", "overall", "final", "p90"), "<=", 2.5, "s"),
-    (
-        "English WER / offline WER",
-        "base",
-        lambda c, r: _get(c, "accuracy", "sets", "english", "ratio"),
-        "<=",
-        1.03,
-        "x",
-    ),
-    (
         "concurrent real-time streams (final p90 <= 2 s)",
         "tiny.en",
         lambda c, r: _get(r, "capacity", "max_streams"),
@@ -130,6 +133,55 @@ TARGETS: list[Target] = [
         6,
         "streams",
     ),
+    # base on Korean (issues 7 and 8)
+    ("Korean median first-appearance latency", "base", _lat("latency_ko", "first", "median"), "<=", 1.0, "s"),
+    ("Korean median final latency", "base", _lat("latency_ko", "final", "median"), "<=", 1.5, "s"),
+    ("Korean p90 final latency", "base", _lat("latency_ko", "final", "p90"), "<=", 2.5, "s"),
+    (
+        "Korean last final after end of speech (p90)",
+        "base",
+        _lat("latency_ko", "end_of_speech", "p90"),
+        "<=",
+        1.5,
+        "s",
+    ),
+    (
+        "Korean CER / offline CER",
+        "base",
+        lambda c, r: _acc(c, "ko").get("ratio"),
+        "<=",
+        1.05,
+        "x",
+    ),
+    (
+        "Korean 10 min: last-final delay growth (last 2 min - first 2 min)",
+        "base",
+        lambda c, r: _lag_growth(c, "latency_ko_long"),
+        "<=",
+        1.0,
+        "s",
+    ),
+    ("overload: last-final delay growth", "base", lambda c, r: _lag_growth(c, "overload"), "<=", 1.0, "s"),
+    # base on English (issue 7: finals at end of speech; issue 8: CPU)
+    ("English median first-appearance latency", "base", _lat("latency", "first", "median"), "<=", 1.0, "s"),
+    ("English median final latency", "base", _lat("latency", "final", "median"), "<=", 3.5, "s"),
+    (
+        "English WER / offline WER",
+        "base",
+        lambda c, r: _acc(c, "english").get("ratio"),
+        "<=",
+        1.03,
+        "x",
+    ),
+    (
+        "CPU seconds per audio second (1x, English)",
+        "base",
+        lambda c, r: _get(c, "latency", "cost", "cpu_per_audio_second"),
+        "<=",
+        0.6,
+        "s/s",
+    ),
+    ("settled words revised", "base", _revisions, "<=", 0, "words"),
 ]
 
 
@@ -249,6 +301,30 @@ def write_json(results: dict[str, Any], path: Path) -> None:
 # --------------------------------------------------------------------------- plots
 
 
+def curve_points(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """One point per configuration and language: per-word final latency (median, p90) against the
+    error rate of its finals relative to offline, for the latency-versus-accuracy curve."""
+    points = []
+    for c in results.get("configs", []):
+        for key, short, sec in sections(c):
+            if key not in ("latency", "latency_ko"):
+                continue
+            acc_set = "english" if key == "latency" else "ko"
+            acc = _acc(c, acc_set)
+            points.append(
+                {
+                    "config": c["name"],
+                    "model": c["model"],
+                    "set": short,
+                    "final_median": sec["overall"]["final"]["median"],
+                    "final_p90": sec["overall"]["final"]["p90"],
+                    "error_rate": acc.get("stream"),
+                    "ratio": acc.get("ratio"),
+                }
+            )
+    return points
+
+
 def write_plots(results: dict[str, Any], out_dir: Path) -> list[Path]:
     import matplotlib
 
@@ -257,14 +333,14 @@ def write_plots(results: dict[str, Any], out_dir: Path) -> list[Path]:
 
     written: list[Path] = []
     configs = results.get("configs", [])
-    if configs:
-        fig, axes = plt.subplots(1, 2, figsize=(max(8, 2.2 * len(configs) + 4), 4.5), sharey=True)
+    boxes = [(c, short, sec) for c in configs for _, short, sec in sections(c)]
+    if boxes:
+        fig, axes = plt.subplots(1, 2, figsize=(max(8, 1.6 * len(boxes) + 4), 4.5), sharey=True)
+        labels = [f"{c['name']} [{short}]" for c, short, _ in boxes]
         for ax, key, title in ((axes[0], "first", "first appearance"), (axes[1], "final", "final")):
-            data = [c["latency"]["samples"][key] or [math.nan] for c in configs]
+            data = [sec["samples"][key] or [math.nan] for _, _, sec in boxes]
             ax.boxplot(data, whis=(10, 90), showfliers=True)
-            ax.set_xticks(
-                range(1, len(configs) + 1), [c["name"] for c in configs], rotation=20, ha="right", fontsize=8
-            )
+            ax.set_xticks(range(1, len(boxes) + 1), labels, rotation=20, ha="right", fontsize=8)
             ax.set_title(f"{title} latency per word (1x replay)")
             ax.axhline(0, color="grey", lw=0.5)
             ax.grid(axis="y", alpha=0.3)
@@ -276,17 +352,18 @@ def write_plots(results: dict[str, Any], out_dir: Path) -> list[Path]:
         plt.close(fig)
         written.append(path)
 
+    with_acc = [c for c in configs if c.get("accuracy")]
+    if with_acc:
         fig, axes_arr = plt.subplots(
-            1, len(configs), figsize=(max(6.0, 4.2 * len(configs)), 4.6), squeeze=False
+            1, len(with_acc), figsize=(max(6.0, 4.2 * len(with_acc)), 4.6), squeeze=False
         )
-        for ax, c in zip(axes_arr[0], configs, strict=True):
+        for ax, c in zip(axes_arr[0], with_acc, strict=True):
             rows = c["accuracy"]["files"]
-            sets = sorted({r["set"] for r in rows})
             top = 0.05
-            for s in sets:
-                xs = [r["offline"] for r in rows if r["set"] == s and not r["excluded"]]
-                ys = [r["stream"] for r in rows if r["set"] == s and not r["excluded"]]
-                ax.scatter(xs, ys, s=14, label=s, alpha=0.7)
+            for st in sorted({r["set"] for r in rows}):
+                xs = [r["offline"] for r in rows if r["set"] == st and not r["excluded"]]
+                ys = [r["stream"] for r in rows if r["set"] == st and not r["excluded"]]
+                ax.scatter(xs, ys, s=14, label=st, alpha=0.7)
                 top = max([top, *xs, *ys])
             ax.plot([0, top], [0, top], color="grey", lw=0.8)
             ax.set_title(c["name"], fontsize=9)
@@ -301,6 +378,37 @@ def write_plots(results: dict[str, Any], out_dir: Path) -> list[Path]:
         )
         fig.tight_layout()
         path = out_dir / "wer.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+
+    points = [p for p in curve_points(results) if p["final_median"] is not None and p["ratio"] is not None]
+    if points:
+        groups = sorted({(p["model"], p["set"]) for p in points})
+        fig, ax = plt.subplots(figsize=(7.5, 5))
+        for model, st in groups:
+            pts = sorted(
+                (p for p in points if (p["model"], p["set"]) == (model, st)), key=lambda p: p["final_median"]
+            )
+            xs = [p["final_median"] for p in pts]
+            ys = [p["ratio"] for p in pts]
+            ax.plot(xs, ys, marker="o", label=f"{model} on {st}")
+            for p in pts:
+                ax.annotate(
+                    p["config"],
+                    (p["final_median"], p["ratio"]),
+                    fontsize=6,
+                    xytext=(3, 3),
+                    textcoords="offset points",
+                )
+        ax.axhline(1.0, color="grey", lw=0.8)
+        ax.set_xlabel("final latency per word, median (s, 1x replay)")
+        ax.set_ylabel("error rate of finals / offline (WER; CER for ko)")
+        ax.set_title("Latency against accuracy, one point per configuration")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = out_dir / "curve.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)
         written.append(path)
@@ -369,72 +477,191 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         "## Latency (1x replay, audio clock, per reference word)",
         "",
-        "Latency = event `emitted_at` − the word's end in the reference timing. First = the word first "
-        "shown correctly (partial or final); final = the first final holding the word (finals aligned "
-        "with the reference as for WER). End of speech → last final = the final closing an utterance − "
-        "the end of the utterance's last word its finals got right. Revisions = settled words (in a "
-        "final or a partial's `stable`) that later changed in the utterance's display (finals so far + "
-        "the latest partial's tail); must be 0 (as displayed / words only). Tail flicker = unsettled "
-        "displayed words later changed / unsettled words shown (as displayed; 'words only' compares "
-        "normalised words). Tail insertions = words in finals after the last reference word of a file.",
+        "Every file is replayed at real time through the daemon's file source. Latency = event "
+        "`emitted_at` − the word's end in the reference timing. First = the word first shown correctly "
+        "(the partial tail or final that introduced it); final = the first final holding the word (the "
+        "texts of all finals aligned with the reference, as for WER). EOS → last final = the final "
+        "closing an utterance − the end of the utterance's last word its finals got right. Revisions = "
+        "settled words (in a final or a partial's `stable`) that later changed in the utterance's "
+        "display (its finals so far + the latest partial's tail), as displayed / words only; must be 0. "
+        "Tail flicker = unsettled displayed words later changed / unsettled words shown (as displayed / "
+        "words only). Tail insertions = words in finals after the last reference word of a file. Sets: "
+        + "; ".join(f"{short} = {desc}" for _, short, desc, _ in SECTIONS)
+        + ".",
         "",
     ]
     rows = []
     for c in configs:
-        o = c["latency"]["overall"]
-        rows.append(
-            [
-                c["name"],
-                _f(o["first"]["median"]),
-                _f(o["first"]["p90"]),
-                _f(o["first"]["p99"]),
-                _f(o["final"]["median"]),
-                _f(o["final"]["p90"]),
-                _f(o["final"]["p99"]),
-                _f(o["end_of_speech"]["median"]),
-                _f(o["end_of_speech"]["p90"]),
-                f"{_f(o.get('revisions'))} / {_f(o.get('revisions_normalized'))}",
-                f"{_pct(o.get('tail_flicker'))} / {_pct(o.get('tail_flicker_normalized'))}",
-                _f(o.get("tail_insertions")),
-                f"{o['missed_final']}/{o['words']}",
-            ]
-        )
+        for _, short, sec in sections(c):
+            o = sec["overall"]
+            rows.append(
+                [
+                    c["name"],
+                    short,
+                    _f(sec["cost"]["audio_seconds"], 0),
+                    "/".join(_f(o["first"][k]) for k in ("median", "p90", "p99")),
+                    "/".join(_f(o["final"][k]) for k in ("median", "p90", "p99")),
+                    f"{_f(o['end_of_speech']['median'])}/{_f(o['end_of_speech']['p90'])}",
+                    f"{_f(o.get('revisions'))} / {_f(o.get('revisions_normalized'))}",
+                    f"{_pct(o.get('tail_flicker'))} / {_pct(o.get('tail_flicker_normalized'))}",
+                    _f(o.get("tail_insertions")),
+                    f"{o['missed_final']}/{o['words']}",
+                ]
+            )
     lines += _table(
         [
             "config",
-            "first med",
-            "first p90",
-            "first p99",
-            "final med",
-            "final p90",
-            "final p99",
-            "EOS → last final med",
-            "EOS → last final p90",
+            "set",
+            "audio s",
+            "first med/p90/p99",
+            "final med/p90/p99",
+            "EOS → last final med/p90",
             "revisions",
-            "tail flicker (words only)",
+            "tail flicker",
             "tail insertions",
             "missed words",
         ],
         rows,
     )
     for c in configs:
-        lines += ["", f"<details><summary>{c['name']}: per file</summary>", ""]
+        for _, short, sec in sections(c):
+            lines += ["", f"<details><summary>{c['name']} [{short}]: per file</summary>", ""]
+            lines += _table(
+                [
+                    "file",
+                    "s",
+                    "first med/p90/p99",
+                    "final med/p90/p99",
+                    "EOS p90",
+                    "revisions",
+                    "tail flicker",
+                    "finals/utterances",
+                    "missed",
+                ],
+                [
+                    [
+                        name,
+                        _f(f["seconds"], 1),
+                        "/".join(_f(f["first"][k]) for k in ("median", "p90", "p99")),
+                        "/".join(_f(f["final"][k]) for k in ("median", "p90", "p99")),
+                        _f(_get(f, "end_of_speech", "p90")),
+                        _f(f.get("revisions")),
+                        _pct(f.get("tail_flicker")),
+                        f"{f.get('finals')}/{f.get('utterances')}",
+                        f"{f['missed_final']}/{f['words']}",
+                    ]
+                    for name, f in sec["files"].items()
+                ],
+            )
+            lines += ["", "</details>"]
+
+    lag_rows = []
+    for c in configs:
+        for _, short, sec in sections(c):
+            for name, lag in (sec.get("lag") or {}).items():
+                lag_rows.append(
+                    [
+                        c["name"],
+                        short,
+                        name.split("/")[-1],
+                        f"{_f(lag['first_median'])} (n={lag['first_n']})",
+                        f"{_f(lag['last_median'])} (n={lag['last_n']})",
+                        _f(lag["growth"]),
+                        {True: "yes", False: "**no**", None: "–"}[
+                            None if lag["growth"] is None else lag["growth"] <= 1.0
+                        ],
+                    ]
+                )
+    if lag_rows:
+        lines += [
+            "",
+            "## Lag over time (does the delay grow?)",
+            "",
+            "Delay of each utterance's last final after its end of speech, median over the utterances "
+            "that ended in the first and in the last 2 minutes of one long input (thirds of a shorter "
+            "one). Bounded means growth ≤ 1 s.",
+            "",
+        ]
         lines += _table(
-            ["file", "s", "first med/p90/p99", "final med/p90/p99", "revisions", "tail flicker", "missed"],
+            ["config", "set", "input", "first median s", "last median s", "growth s", "bounded"], lag_rows
+        )
+
+    over = [(c, c["overload"]) for c in configs if c.get("overload")]
+    if over:
+        lines += [
+            "",
+            "## Overload (decoding starved on purpose)",
+            "",
+            "The Korean concatenation at 1x with `model.cpu_threads=1` while a busy-loop process burns "
+            "one core. Degradation as the daemon reports it: the `streamer_degraded_level` gauge "
+            "(sampled every 0.25 s: max, mean, share of the time above 0), the scheduler's counters "
+            "(cancelled / discarded decodes, skipped partials, cut decodes; – where this pipeline has "
+            "none) and the stream's status events other than running.",
+            "",
+        ]
+        rows = []
+        for c, ov in over:
+            deg = ov["cost"].get("degradation", {})
+            lvl = ov.get("degraded_level", {})
+            ol: dict[str, Any] = next(iter((ov.get("lag") or {}).values()), {})
+            rows.append(
+                [
+                    c["name"],
+                    _f(ov["cost"]["audio_seconds"], 0),
+                    f"{_f(ol.get('first_median'))} → {_f(ol.get('last_median'))}",
+                    _f(_get(ov, "overall", "end_of_speech", "p90")),
+                    _f(_get(ov, "overall", "final", "p90")),
+                    f"{_f(lvl.get('max'))} / {_f(lvl.get('mean'))} / {_pct(lvl.get('degraded_share'))}",
+                    " / ".join(
+                        _f(deg.get(k), 0)
+                        for k in (
+                            "streamer_decodes_cancelled_total",
+                            "streamer_decodes_discarded_total",
+                            "streamer_partials_skipped_total",
+                            "streamer_decode_cut_total",
+                        )
+                    ),
+                    _f(ov["cost"].get("dropped_seconds")),
+                    str(len(ov.get("statuses", []))),
+                ]
+            )
+        lines += _table(
+            [
+                "config",
+                "audio s",
+                "last-final delay first → last (median s)",
+                "EOS → last final p90",
+                "final p90",
+                "degraded level max / mean / share",
+                "cancelled / discarded / partials skipped / cut",
+                "dropped s",
+                "status events",
+            ],
+            rows,
+        )
+
+    points = curve_points(results)
+    if points:
+        lines += [
+            "",
+            "## Latency against accuracy (one point per configuration; curve.png)",
+            "",
+        ]
+        lines += _table(
+            ["config", "set", "final med s", "final p90 s", "error rate of finals", "ratio to offline"],
             [
                 [
-                    name,
-                    _f(f["seconds"], 1),
-                    "/".join(_f(f["first"][k]) for k in ("median", "p90", "p99")),
-                    "/".join(_f(f["final"][k]) for k in ("median", "p90", "p99")),
-                    _f(f.get("revisions")),
-                    _pct(f.get("tail_flicker")),
-                    f"{f['missed_final']}/{f['words']}",
+                    p["config"],
+                    p["set"],
+                    _f(p["final_median"]),
+                    _f(p["final_p90"]),
+                    _pct(p["error_rate"]),
+                    _f(p["ratio"], 3),
                 ]
-                for name, f in c["latency"]["files"].items()
+                for p in points
             ],
         )
-        lines += ["", "</details>"]
+
     lines += [
         "",
         "## Accuracy (fast replay; finals vs reference; offline = `WhisperModel.transcribe`, "
@@ -443,29 +670,35 @@ def markdown(results: dict[str, Any]) -> str:
         "Both texts are normalised by streamer/textnorm.py (Whisper's English normaliser for English, "
         "its basic normaliser otherwise); CER for Korean and Chinese. Rates are corpus rates (total "
         "errors / total reference words). Files whose offline error rate exceeds 100% are taken to have "
-        "a reference that does not match the audio and are left out (listed).",
+        "a reference that does not match the audio and are left out (listed). Tail insertions: words "
+        "(characters for CER) after the last reference word, streaming / offline.",
         "",
     ]
     rows = []
     for c in configs:
-        for s, a in c["accuracy"]["sets"].items():
+        for st, a in (_get(c, "accuracy", "sets") or {}).items():
             rows.append(
                 [
                     c["name"],
-                    s,
+                    st,
                     a["metric"].upper(),
                     str(a["files"]),
                     _pct(a["stream"]),
                     _pct(a["offline"]),
                     _f(a["ratio"], 3),
+                    f"{_f(a.get('stream_tail_insertions'))} / {_f(a.get('offline_tail_insertions'))}",
                     ", ".join(a["excluded"]) or "–",
                 ]
             )
-    lines += _table(["config", "set", "metric", "files", "streaming", "offline", "ratio", "excluded"], rows)
-    lines += ["", "## Hallucinations (non-speech files: words in finals; offline = its whole output)", ""]
+    lines += _table(
+        ["config", "set", "metric", "files", "streaming", "offline", "ratio", "tail insertions", "excluded"],
+        rows,
+    )
     rows = []
     for c in configs:
-        h = c["hallucinations"]
+        h = c.get("hallucinations")
+        if not h:
+            continue
         off = _get(results, "offline", c["model"], "hallucinations", "total_words")
         rows.append(
             [
@@ -476,12 +709,16 @@ def markdown(results: dict[str, Any]) -> str:
                 _f(h["with_filters"]["seconds"], 0),
             ]
         )
-    lines += _table(["config", "with filters", "without filters", "offline", "audio s"], rows)
+    if rows:
+        lines += ["", "## Hallucinations (non-speech files: words in finals; offline = its whole output)", ""]
+        lines += _table(["config", "with filters", "without filters", "offline", "audio s"], rows)
     lines += ["", "## Cost", ""]
     rows = []
     for c in configs:
-        cost = c["latency"]["cost"]
-        rtf = cost.get("decode_rtf", {})
+        secs = sections(c)
+        if not secs:
+            continue
+        rtf = _get(secs[0][2], "cost", "decode_rtf") or {}
         rtf_s = (
             "; ".join(
                 f"{k} mean {_f(v['mean'])} (p90 ≤ {_f(v['p90_le'])}, n={v['count']})" for k, v in rtf.items()
@@ -492,21 +729,25 @@ def markdown(results: dict[str, Any]) -> str:
         rows.append(
             [
                 c["name"],
-                _f(cost["cpu_per_audio_second"], 3),
+                "; ".join(
+                    f"{short} {_f(sec['cost']['cpu_per_audio_second'], 3)}"
+                    for key, short, sec in secs
+                    if key != "overload"
+                ),
                 rtf_s,
                 _f(c.get("load_seconds")),
                 _f(d.get("peak_rss_mb"), 0),
                 _f(d.get("ready_s")),
                 _f(d.get("first_caption_s")),
                 _f(d.get("cpu_per_audio_second"), 3),
-                _f(cost.get("dropped_seconds")),
+                _f(sum(sec["cost"].get("dropped_seconds") or 0.0 for _, _, sec in secs)),
             ]
         )
     lines += _table(
         [
             "config",
-            "CPU s / audio s (1x, in-process)",
-            "decode RTF",
+            "CPU s / audio s (1x, in-process) per set",
+            "decode RTF (first set)",
             "model load s",
             "daemon peak RSS MB",
             "daemon ready s",
@@ -592,26 +833,70 @@ def markdown(results: dict[str, Any]) -> str:
                 f"Method error estimate: timing the same words with `{ref.get('disagreement_model')}` "
                 f"instead moves word end times by median {_f(dis['median'])} s, p90 {_f(dis['p90'])} s."
             ]
-    lines += ["", "## Plots", "", "![latency](latency.png)", "", "![wer](wer.png)", ""]
+    lines += [
+        "",
+        "## Plots",
+        "",
+        "![latency](latency.png)",
+        "",
+        "![wer](wer.png)",
+        "",
+        "![curve](curve.png)",
+        "",
+    ]
     return "\n".join(lines)
+
+
+# Which accuracy set a latency set's error ratio comes from in the summary.
+_SUMMARY_ACCURACY = {"en": "english", "ko": "ko", "long": "long", "ko-long": "ko", "overload": "ko"}
+
+
+def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per configuration and latency set: the figures a tuning loop watches."""
+    rows = []
+    for c in results.get("configs", []):
+        for key, short, sec in sections(c):
+            o = sec["overall"]
+            acc = _acc(c, _SUMMARY_ACCURACY[short])
+            rows.append(
+                {
+                    "config": c["name"],
+                    "set": short,
+                    "first_p50": o["first"]["median"],
+                    "final_p50": o["final"]["median"],
+                    "final_p90": o["final"]["p90"],
+                    "eos_p90": o["end_of_speech"]["p90"],
+                    "revisions": o.get("revisions"),
+                    "tail_flicker": o.get("tail_flicker"),
+                    "metric": acc.get("metric"),
+                    "ratio": acc.get("ratio"),
+                    "cpu": None if key == "overload" else sec["cost"]["cpu_per_audio_second"],
+                    "lag_growth": _lag_growth(c, key),
+                }
+            )
+    return rows
 
 
 def terminal_summary(results: dict[str, Any]) -> str:
     lines = ["", "streamer bench — summary", ""]
     lines.append(
-        f"{'config':28} {'first med':>9} {'final med':>9} {'final p90':>9} {'flicker':>8} "
-        f"{'WER en':>7} {'offline':>7} {'ratio':>6} {'halluc':>6} {'CPU/s':>6}"
+        f"{'config':28} {'set':8} {'first p50':>9} {'final p50':>9} {'final p90':>9} {'EOS p90':>8} "
+        f"{'revised':>7} {'flicker':>7} {'err/off':>11} {'CPU/s':>6} {'lag +s':>6}"
     )
-    for c in results.get("configs", []):
-        o = c["latency"]["overall"]
-        en = c["accuracy"]["sets"].get("english", {})
+    for r in summary_rows(results):
+        err = "–" if r["ratio"] is None else f"{r['metric'].upper()} {r['ratio']:.3f}"
         lines.append(
-            f"{c['name'][:28]:28} {_f(o['first']['median']):>9} {_f(o['final']['median']):>9} "
-            f"{_f(o['final']['p90']):>9} {_pct(o['flicker']):>8} {_pct(en.get('stream')):>7} "
-            f"{_pct(en.get('offline')):>7} {_f(en.get('ratio'), 3):>6} "
-            f"{_f(c['hallucinations']['with_filters']['total_words']):>6} "
-            f"{_f(c['latency']['cost']['cpu_per_audio_second'], 3):>6}"
+            f"{r['config'][:28]:28} {r['set']:8} {_f(r['first_p50']):>9} {_f(r['final_p50']):>9} "
+            f"{_f(r['final_p90']):>9} {_f(r['eos_p90']):>8} {_f(r['revisions']):>7} "
+            f"{_pct(r['tail_flicker']):>7} {err:>11} {_f(r['cpu'], 3):>6} {_f(r['lag_growth']):>6}"
         )
+    for c in results.get("configs", []):
+        if c.get("latency") or c.get("latency_ko"):
+            continue
+        for st, a in (_get(c, "accuracy", "sets") or {}).items():
+            lines.append(
+                f"{c['name'][:28]:28} {st:8} accuracy only: {a['metric'].upper()} ratio {_f(a['ratio'], 3)}"
+            )
     cap = results.get("capacity")
     if cap:
         lines.append(
@@ -622,7 +907,7 @@ def terminal_summary(results: dict[str, Any]) -> str:
     for t in results.get("targets", []):
         mark = {True: "ok  ", False: "MISS", None: "n/a "}[t["ok"]]
         lines.append(
-            f"[{mark}] {t['model']:8} {t['target']:48} {t['op']} {t['limit']:<5} {t['unit']:8} "
+            f"[{mark}] {t['model']:8} {t['target']:58} {t['op']} {t['limit']:<5} {t['unit']:8} "
             f"measured {_f(t['value'])}"
         )
     return "\n".join(lines)

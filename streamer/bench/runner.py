@@ -14,7 +14,7 @@ process and the same run, once per model.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,15 +96,55 @@ def parse_config(spec: str) -> BenchConfig:
     return BenchConfig(name, model, overrides)
 
 
+# Extra measurements selectable like sets (`--sets ko-long,overload`).
+KO_LONG = "ko-long"
+OVERLOAD = "overload"
+MODES = (KO_LONG, OVERLOAD)
+
+# Pause between the files of a concatenation: like the pauses between a speaker's sentences.
+CONCAT_PAUSE = 0.5
+
+
+def parse_overrides(pairs: Sequence[str], what: str) -> dict[str, Any]:
+    """`KEY=VALUE` pairs (dotted settings keys or aliases) as settings overrides."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, val = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"{what} '{pair}': expected KEY=VALUE")
+        dotted = KEY_ALIASES.get(key, key)
+        if "." not in dotted:
+            raise ValueError(
+                f"{what} '{pair}': unknown key '{key}' (use {', '.join(KEY_ALIASES)} or a dotted key)"
+            )
+        out[dotted] = _value(val.strip())
+    return out
+
+
 @dataclass
 class Plan:
-    """Which files each measurement uses."""
+    """Which files each measurement uses.
+
+    Latency sets are replayed at 1x: `latency` (English) for every configuration (in the core check
+    only for English-only models), `ko_latency`, `long_latency` and the concatenations only for
+    multilingual models.
+    """
 
     latency: list[AudioItem]
     accuracy: dict[str, list[AudioItem]]
     nonspeech: list[AudioItem]
     capacity_file: AudioItem | None
     capacity_levels: list[int]
+    ko_latency: list[AudioItem] = field(default_factory=list)
+    long_latency: list[AudioItem] = field(default_factory=list)
+    # Sources and length of the Korean concatenation for the lag check and the overload benchmark
+    # (0 s: not run).
+    concat_items: list[AudioItem] = field(default_factory=list)
+    ko_long_seconds: float = 0.0
+    overload_seconds: float = 0.0
+    core: bool = False
+    daemon_probe: bool = True
 
 
 def make_plan(
@@ -112,25 +152,62 @@ def make_plan(
     quick: bool,
     capacity_levels: Sequence[int],
     latency_seconds: float | None = None,
+    *,
+    core: bool = False,
+    selected: Collection[str] | None = None,
+    ko_seconds: float | None = None,
+    ko_long_seconds: float = 600.0,
+    overload_seconds: float = 300.0,
 ) -> Plan:
+    """`selected`: the sets and modes asked for (None: all)."""
+    # The concatenations come from ko/ even when the ko set itself is not selected.
+    all_ko = sets.get("ko", [])
+    want = (lambda name: True) if selected is None else (lambda name: name in selected)
+    sets = {k: (v if want(k) else []) for k, v in sets.items()}
     en = sets.get("en", [])
     long = sets.get("long", [])
-    if quick:
+    ko = sets.get("ko", [])
+    ko_lat: list[AudioItem] = []
+    long_lat: list[AudioItem] = []
+    if core:
+        # The core engineer's loop (< ~8 min): tiny.en live on ~6 English files + the 26 s long
+        # clip, base live on ~8 Korean files, accuracy in fast mode on English and Korean subsets.
+        short_long = sorted(long, key=lambda i: i.seconds)[:1]
+        lat = short_long + take_seconds(en, latency_seconds or 40.0)
+        ko_lat = ko[:8]
+        accuracy = {"en": take_seconds(en, 60.0), "ko": take_seconds(ko, 60.0)}
+        nonspeech: list[AudioItem] = []
+    elif quick:
         # About two minutes of audio in all: ~45 s of English speech (latency at 1x and WER),
         # a few Korean files (CER) and ~40 s of non-speech.
         lat = take_seconds(en, latency_seconds or 45.0)
-        accuracy = {"en": lat, "ko": take_seconds(sets.get("ko", []), 15.0)}
+        accuracy = {"en": lat, "ko": take_seconds(ko, 15.0)}
         nonspeech = take_seconds(sorted(sets.get("nonspeech", []), key=lambda i: i.seconds), 40.0)
     else:
-        # Latency: the 26 s long clip (consecutive sentences, several utterances) plus ~60 s of en/.
+        # Latency: the 26 s long clip (consecutive sentences, several utterances) plus ~60 s of en/;
+        # Korean live (~2 min); the long clips live for the lag over time.
         short_long = sorted(long, key=lambda i: i.seconds)[:1]
         lat = short_long + take_seconds(en, latency_seconds or 60.0)
+        ko_lat = take_seconds(ko, ko_seconds or 120.0)
+        long_lat = sorted(long, key=lambda i: i.seconds)
         accuracy = {k: sets.get(k, []) for k in ("en", "long", "ko", "multi")}
         nonspeech = sets.get("nonspeech", [])
     accuracy = {k: v for k, v in accuracy.items() if v}
     cap_candidates = sorted(long, key=lambda i: i.seconds)[:1] or lat[:1]
     return Plan(
-        lat, accuracy, nonspeech, cap_candidates[0] if cap_candidates else None, sorted(set(capacity_levels))
+        lat,
+        accuracy,
+        nonspeech,
+        cap_candidates[0] if cap_candidates else None,
+        sorted(set(capacity_levels)),
+        ko_latency=ko_lat,
+        long_latency=long_lat,
+        concat_items=all_ko,
+        # Part of a full run, or of any run that names them; never implied by --quick or --core.
+        ko_long_seconds=ko_long_seconds if want(KO_LONG) and (selected or not (quick or core)) else 0.0,
+        overload_seconds=overload_seconds if want(OVERLOAD) and (selected or not (quick or core)) else 0.0,
+        core=core,
+        daemon_probe=not core,
     )
 
 
@@ -254,6 +331,18 @@ def degradation_delta(before: dict[str, float], after: dict[str, float]) -> dict
     return out
 
 
+def lag_of(res: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """Delay of last finals at the start and at the end of one long input (first vs last 2 min, or
+    thirds of a shorter input)."""
+    points = [m.SpeechEndDelay(0, t, d) for t, d in res.get("end_of_speech_points", [])]
+    return m.lag_trend(points, seconds, span=min(120.0, seconds / 3))
+
+
+def degraded_level() -> float | None:
+    """The scheduler's degradation level gauge, if this pipeline has one."""
+    return degradation_snapshot().get("streamer_degraded_level")
+
+
 @dataclass
 class Runner:
     plan: Plan
@@ -292,43 +381,78 @@ class Runner:
         return list(dict.fromkeys(c.model for c in self.configs))
 
     def items_for(self, model: str) -> dict[str, list[AudioItem]]:
+        """Accuracy sets of a model: English-only models do English; in the core check
+        multilingual models do Korean (the English side is tiny.en's)."""
         if english_only(model):
             return {k: v for k, v in self.plan.accuracy.items() if k in ("en", "long")}
+        if self.plan.core:
+            return {k: v for k, v in self.plan.accuracy.items() if k not in ("en", "long")}
         return self.plan.accuracy
+
+    def latency_sets(self, model: str) -> dict[str, list[AudioItem]]:
+        """Files replayed at 1x per latency section for a configuration of `model`."""
+        out: dict[str, list[AudioItem]] = {}
+        english_here = (
+            not self.plan.core or english_only(model) or not any(english_only(c.model) for c in self.configs)
+        )
+        if english_here and self.plan.latency:
+            out["latency"] = self.plan.latency
+        if not english_only(model):
+            if self.plan.ko_latency:
+                out["latency_ko"] = self.plan.ko_latency
+            if self.plan.long_latency:
+                out["latency_long"] = self.plan.long_latency
+        return out
+
+    def concat_seconds(self, model: str) -> float:
+        if english_only(model) or not self.plan.concat_items:
+            return 0.0
+        return self.plan.ko_long_seconds + self.plan.overload_seconds
 
     # -- measurement plan size (for the progress bar) ----------------------------------------
 
     def total_seconds(self) -> float:
-        lat = sum(i.seconds for i in self.plan.latency)
         ns = sum(i.seconds for i in self.plan.nonspeech)
         total = 0.0
         for cfg in self.configs:
+            lat = sum(i.seconds for items in self.latency_sets(cfg.model).values() for i in items)
             acc = sum(i.seconds for items in self.items_for(cfg.model).values() for i in items)
-            total += lat + acc + ns
+            total += lat + acc + ns + self.concat_seconds(cfg.model)
         for model in self.models():
             acc = sum(i.seconds for items in self.items_for(model).values() for i in items)
             total += acc + ns + ns  # offline baseline + filters off
-            total += self.plan.latency[0].seconds if self.plan.latency else 0  # daemon probe
+            if self.plan.daemon_probe and self.plan.latency:
+                total += self.plan.latency[0].seconds
         if self.do_capacity and self.plan.capacity_file is not None:
             total += self.plan.capacity_file.seconds * len(self.plan.capacity_levels)
         return total
 
     # -- phases -----------------------------------------------------------------------------
 
+    def _needs_concat(self) -> bool:
+        return any(self.concat_seconds(c.model) > 0 for c in self.configs)
+
     def reference(self) -> dict[str, list[m.RefWord]]:
-        """Word timing reference for the latency and capacity files."""
+        """Word timing reference for the latency, concatenation and capacity files."""
         model = self.offline_model(self.reference_model)
         cache = self.out_dir / "cache" / "reference"
-        items = list(self.plan.latency)
+        lists = [self.plan.latency, self.plan.ko_latency, self.plan.long_latency]
+        if self._needs_concat():
+            lists.append(self.plan.concat_items)
+        items = list(dict.fromkeys(i for lst in lists for i in lst))
         if self.plan.capacity_file is not None and self.plan.capacity_file not in items:
             items.append(self.plan.capacity_file)
         refs = {}
         for item in items:
             refs[item.name] = reference_words(item, model, cache)
+            self.tick(0, f"reference timing {item.name}")
         # A reference the offline pass mostly disagrees with belongs to other audio: timing its words
         # would be noise, so such files are left out of latency (and listed).
         mismatched = [i.name for i in items if (match_share(refs[i.name]) or 0.0) < MIN_MATCH_SHARE]
         self.plan.latency = [i for i in self.plan.latency if i.name not in mismatched]
+        self.plan.ko_latency = [i for i in self.plan.ko_latency if i.name not in mismatched]
+        self.plan.long_latency = [i for i in self.plan.long_latency if i.name not in mismatched]
+        self.plan.concat_items = [i for i in self.plan.concat_items if i.name not in mismatched]
         if self.plan.capacity_file is not None and self.plan.capacity_file.name in mismatched:
             self.plan.capacity_file = self.plan.latency[0] if self.plan.latency else None
         shares = [s for s in (interpolated_share(r) for r in refs.values()) if s is not None]
@@ -339,18 +463,57 @@ class Runner:
             "interpolated_share": sum(shares) / len(shares) if shares else None,
             "excluded_mismatched": mismatched,
         }
-        # The method's spread: the same references timed by a second, smaller model under test.
+        # The method's spread: the same references timed by a second, smaller model under test
+        # (on the English latency files; skipped in the core check, which is about speed).
         others = [mm for mm in self.models() if mm != self.reference_model]
-        if others:
+        if others and not self.plan.core:
             other = self.offline_model(others[0])
             diffs: list[float] = []
-            for item in items:
+            for item in self.plan.latency:
                 alt = reference_words(item, other, cache)
                 diffs.extend(timing_disagreement(refs[item.name], alt))
             info["disagreement_model"] = others[0]
             info["end_time_disagreement"] = m.summarize(diffs)
         self.results["reference"] = info
         return refs
+
+    def concatenation(
+        self, seconds: float, refs: dict[str, list[m.RefWord]]
+    ) -> tuple[AudioItem, list[m.RefWord]]:
+        from streamer.bench import concat
+
+        conc = concat.build(
+            self.plan.concat_items, seconds, CONCAT_PAUSE, self.out_dir / "cache" / "concat", KO_LONG
+        )
+        assert conc is not None
+        return conc.item, concat.reference(conc, refs)
+
+    def lag(
+        self, cfg: BenchConfig, engine: Any, item: AudioItem, ref: list[m.RefWord], label: str
+    ) -> dict[str, Any]:
+        """One long input at 1x: the usual figures plus the delay of last finals over time."""
+        res = self.latency_set(cfg, engine, [(item, ref)], label=label, keep_points=True)
+        res["lag"] = {item.name: lag_of(res["files"][item.name], item.seconds)}
+        return res
+
+    def overload(self, cfg: BenchConfig, refs: dict[str, list[m.RefWord]]) -> dict[str, Any]:
+        """The concatenation at 1x with one decode thread while another process burns a core."""
+        from streamer.bench.overload import CpuBurner, GaugeSampler
+        from streamer.decode.engine import DecodeEngine
+
+        item, ref = self.concatenation(self.plan.overload_seconds, refs)
+        starved = BenchConfig(f"{cfg.name} (overload)", cfg.model, {**cfg.overrides, "model.cpu_threads": 1})
+        engine = DecodeEngine.from_settings(self.settings(starved, item.lang))
+        try:
+            with CpuBurner(1), GaugeSampler(degraded_level) as gauge:
+                res = self.lag(starved, engine, item, ref, "overload")
+        finally:
+            close = getattr(engine, "close", None)
+            if close is not None:
+                close()
+        res["degraded_level"] = gauge.summary()
+        res["conditions"] = {"model.cpu_threads": 1, "cores_burned": 1, "input_seconds": item.seconds}
+        return res
 
     def latency(self, cfg: BenchConfig, engine: Any, refs: dict[str, list[m.RefWord]]) -> dict[str, Any]:
         return self.latency_set(cfg, engine, [(item, refs[item.name]) for item in self.plan.latency])
@@ -361,6 +524,7 @@ class Runner:
         engine: Any,
         items: Sequence[tuple[AudioItem, list[m.RefWord]]],
         label: str = "latency",
+        keep_points: bool = False,
     ) -> dict[str, Any]:
         """Replay each file at 1x through the daemon's file source and measure what a viewer sees."""
         from streamer.pipeline import run_file
@@ -372,10 +536,17 @@ class Runner:
         audio = cpu = wall = 0.0
         rtf0, dec0, drop0 = _hist(prom.DECODE_RTF), _hist(prom.DECODE_SECONDS), _drop_counter()
         deg0 = degradation_snapshot()
+        statuses: list[dict[str, Any]] = []
+
+        def on_event(ev: Any) -> None:
+            # Status changes (degraded, audio dropped, ...) as the daemon reports them.
+            if ev.type == "status":
+                statuses.append({"state": ev.state, "detail": ev.detail, "at": ev.emitted_at})
+
         for item, ref in items:
             settings = self.settings(cfg, item.lang)
             w0, c0 = time.perf_counter(), time.process_time()
-            events = run_file(settings, item.path, engine, realtime=True)
+            events = run_file(settings, item.path, engine, realtime=True, emit=on_event)
             wall += time.perf_counter() - w0
             cpu += time.process_time() - c0
             audio += item.seconds
@@ -389,6 +560,10 @@ class Runner:
                 "finals": sum(1 for e in events if e.type == "final"),
                 "utterances": len({e.utterance for e in events}),
             }
+            if keep_points:
+                files[item.name]["end_of_speech_points"] = [
+                    [p.speech_end, p.delay] for p in lat.end_of_speech_points
+                ]
             lats.append(lat)
             sett.append(se)
             sett_n.append(se_n)
@@ -398,7 +573,7 @@ class Runner:
             [p for r in lats for p in r.end_of_speech_points],
             sum(r.tail_insertions for r in lats),
         )
-        return {
+        out: dict[str, Any] = {
             "files": files,
             "overall": latency_figures(overall, sett, sett_n),
             "samples": {
@@ -416,7 +591,11 @@ class Runner:
                 "dropped_seconds": _drop_counter() - drop0,
                 "degradation": degradation_delta(deg0, degradation_snapshot()),
             },
+            "statuses": [st for st in statuses if st["state"] not in ("starting", "running", "stopped")][
+                :200
+            ],
         }
+        return out
 
     def offline_accuracy(self, model: str) -> dict[str, OfflineResult]:
         om = self.offline_model(model)
@@ -449,6 +628,9 @@ class Runner:
                         "stream": stream_rate,
                         "offline": offline_rate,
                         "excluded": offline_rate > SUSPECT_REFERENCE_RATE,
+                        # Words invented after the last reference word ("Thank you." at the end).
+                        "stream_tail_insertions": m.tail_insertions(item.reference, text, item.lang),
+                        "offline_tail_insertions": m.tail_insertions(item.reference, base, item.lang),
                         "stream_text": text,
                         "offline_text": base,
                     }
@@ -526,8 +708,8 @@ class Runner:
                 "load_seconds": om.load_seconds,
                 "cpu_per_audio_second": (time.process_time() - c0) / audio if audio else None,
                 "results": acc,
-                "hallucinations": self.offline_hallucinations(model),
-                "daemon": self.daemon_probe(model, refs),
+                "hallucinations": self.offline_hallucinations(model) if self.plan.nonspeech else None,
+                "daemon": self.daemon_probe(model, refs) if self.plan.daemon_probe else None,
             }
         for cfg in self.configs:
             base_settings = self.settings(cfg, "en")
@@ -540,23 +722,40 @@ class Runner:
                     "model": cfg.model,
                     "overrides": cfg.overrides,
                     "settings": {
-                        "step": base_settings.decoder.step,
-                        "end_silence": base_settings.vad.end_silence,
-                        "beam_size": base_settings.decoder.beam_size,
-                        "agreement": base_settings.decoder.agreement,
+                        "step": getattr(base_settings.decoder, "step", None),
+                        "end_silence": getattr(base_settings.vad, "end_silence", None),
+                        "beam_size": getattr(base_settings.decoder, "beam_size", None),
+                        "cpu_threads": getattr(base_settings.model, "cpu_threads", None),
                     },
                     "load_seconds": getattr(engine, "load_seconds", load_wall),
                 }
-                entry["latency"] = self.latency(cfg, engine, refs)
-                entry["accuracy"] = self.accuracy(cfg, engine, offline[cfg.model]["results"])
-                entry["hallucinations"] = {"with_filters": self.hallucinations(cfg, engine, True)}
-                # Without suppression once per model (the first configuration of that model).
-                if not any(c["model"] == cfg.model for c in configs):
-                    entry["hallucinations"]["without_filters"] = self.hallucinations(cfg, engine, False)
+                for key, items in self.latency_sets(cfg.model).items():
+                    label = {"latency": "latency", "latency_ko": "ko live", "latency_long": "long live"}[key]
+                    pairs = [(i, refs[i.name]) for i in items]
+                    entry[key] = self.latency_set(
+                        cfg, engine, pairs, label, keep_points=key == "latency_long"
+                    )
+                    if key == "latency_long":
+                        entry[key]["lag"] = {
+                            i.name: lag_of(entry[key]["files"][i.name], i.seconds) for i in items
+                        }
+                if self.plan.ko_long_seconds and self.concat_seconds(cfg.model):
+                    item, ref = self.concatenation(self.plan.ko_long_seconds, refs)
+                    entry["latency_ko_long"] = self.lag(cfg, engine, item, ref, "ko 10-min live")
+                if self.items_for(cfg.model):
+                    entry["accuracy"] = self.accuracy(cfg, engine, offline[cfg.model]["results"])
+                if self.plan.nonspeech:
+                    entry["hallucinations"] = {"with_filters": self.hallucinations(cfg, engine, True)}
+                    # Without suppression once per model (the first configuration of that model).
+                    if not any(c["model"] == cfg.model for c in configs):
+                        entry["hallucinations"]["without_filters"] = self.hallucinations(cfg, engine, False)
             finally:
                 close = getattr(engine, "close", None)
                 if close is not None:
                     close()
+            if self.plan.overload_seconds and self.concat_seconds(cfg.model):
+                # Its own engine (one decode thread), after this configuration's engine is closed.
+                entry["overload"] = self.overload(cfg, refs)
             configs.append(entry)
         self.results["configs"] = configs
         self.results["offline"] = {
@@ -604,5 +803,7 @@ def summarize_accuracy(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
             "stream": stream,
             "offline": off,
             "ratio": m.ratio(stream, off),
+            "stream_tail_insertions": sum(r.get("stream_tail_insertions", 0) for r in kept),
+            "offline_tail_insertions": sum(r.get("offline_tail_insertions", 0) for r in kept),
         }
     return out
