@@ -16,7 +16,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -143,7 +151,15 @@ class ServerConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8765, ge=0, le=65535)
     token: str | None = None
-    origins: list[str] | None = Field(None, description="Allowed WebSocket Origin values (None = any).")
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        validation_alias=AliasChoices("allowed_origins", "origins"),
+        description="Browser origins allowed besides the daemon's own, e.g. https://x.org; '*' = any.",
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host header names accepted besides IPs, localhost and the bound name; '*' = any.",
+    )
     max_clients: int = Field(500, ge=1, le=100_000)
     replay_finals: int = Field(20, ge=0, le=100_000, description="Finals replayed to a new client.")
     history_finals: int = Field(

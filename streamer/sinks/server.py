@@ -1,23 +1,34 @@
-"""WebSocket and HTTP on one port (websockets' asyncio server; HTTP routes via `process_request`).
+"""WebSocket and HTTP on one port, served by aiohttp.
 
 Routes: `/ws` (WebSocket captions), `/` and the page's static files (clients/web), `/health`,
-`/metrics`, `/streams`, `/transcript/{stream}.{txt|srt|vtt|json|jsonl}`. See docs/protocol.md.
+`/metrics`, `/streams`, `/transcript/{stream}.{txt|srt|vtt|json|jsonl}`, and whatever extra
+routes the daemon adds (the OpenAI-style file API, streamer/sinks/api.py). See docs/protocol.md.
+
+Why aiohttp: the server first used websockets' asyncio server with HTTP routes through its
+`process_request` hook, which sees only a request line and headers - no request body, no
+multipart, no streamed response. Uploads and server-sent events need a real HTTP server, and
+aiohttp is one maintained library that does HTTP/1.1 (keep-alive, pipelining, 405 for other
+methods), WebSocket, streaming multipart parsing (an upload goes to disk chunk by chunk, never
+whole into memory) and streamed responses, on the asyncio loop the daemon already runs, on one
+port. An ASGI stack (Starlette on uvicorn) would put every WebSocket send behind the ASGI
+message interface, a coroutine per client per event; here the fan-out keeps its fast path (below).
 
 Threading: bus callbacks arrive on a stream thread and only hand the event to the loop
-(`call_soon_threadsafe`). On the loop the event is serialised once and pushed into every
-interested client's bounded `ClientQueue`; each client has its own sender task, so a slow socket
-only ever fills its own queue, and the queue policy (clients.py) decides what to drop and when
-to disconnect.
+(`call_soon_threadsafe`). On the loop the event is serialised and framed once and pushed into
+every interested client's bounded `ClientQueue`; while a client's socket keeps up, the frame is
+written straight to its transport (no task switch); otherwise the client's own sender task waits
+for the socket to drain, so a slow socket only ever fills its own queue, and the queue policy
+(clients.py) decides what to drop and when to disconnect.
+
+Access (access.py): `Host` must name this daemon (DNS rebinding), browsers' `Origin` must be the
+daemon's own or in `server.allowed_origins`, and the token guards `/ws`, `/metrics`,
+`/transcript/...` and the file API.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
-import hmac
-import http
-import ipaddress
 import json
 import logging
 import mimetypes
@@ -25,22 +36,21 @@ import os
 import re
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
+from aiohttp import WSMsgType, web
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST
-from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
-from websockets.datastructures import Headers
-from websockets.exceptions import ConnectionClosed
-from websockets.http11 import Request, Response
-from websockets.protocol import State
+from websockets.frames import Frame, Opcode
 
 from streamer import metrics
 from streamer.events import Final, Hello, Partial
 from streamer.sinks import formats, health
+from streamer.sinks.access import WILDCARD_HOSTS, bound_names, host_ok, is_loopback, origin_ok, token_ok
 from streamer.sinks.clients import CLOSE_TOO_SLOW, ClientQueue, Item, Kind, Push, too_slow_reason
 
 # One id per daemon process: `seq` restarts with it (see Hello.session).
@@ -51,9 +61,6 @@ if TYPE_CHECKING:
     from streamer.sinks import SinkContext
 
 log = logging.getLogger(__name__)
-# websockets logs every HTTP request and connection at INFO (health probes every few seconds);
-# its own logger is kept at WARNING unless someone configured it.
-_ws_log = logging.getLogger("streamer.sinks.websockets")
 
 CLOSE_GOING_AWAY = 1001
 CLOSE_UNSUPPORTED_DATA = 1003
@@ -61,13 +68,32 @@ CLOSE_POLICY = 1008
 CLOSE_TRY_AGAIN = 1013
 MAX_CONTROL_MESSAGE = 1024
 WRITE_HIGH = 2**15  # bytes buffered in the transport before a client's sender must wait for drain
+MAX_STATIC_NAME = 255  # longer names cannot be files (NAME_MAX); answered 404 without a syscall
 _STATIC_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")
 _STREAM_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 DEFAULT_WEB_DIR = Path(__file__).resolve().parents[2] / "clients" / "web"
 
 
+class _ClientErrorFilter(logging.Filter):
+    """Malformed requests (a 20 kB request line, garbage) are the client's problem: aiohttp logs
+    them at ERROR with a traceback; they become one bounded DEBUG line here."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and 400 <= (exc.code or 0) < 500:
+            log.debug("refused a malformed HTTP request: %s", _shown(str(exc.message), 120))
+            return False
+        return True
+
+
+_http_log = logging.getLogger("streamer.sinks.http")
+_http_log.addFilter(_ClientErrorFilter())
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
 class RequestError(Exception):
-    """A request that is answered with an HTTP error before any upgrade."""
+    """A request that is answered with an HTTP error (before any upgrade)."""
 
     def __init__(self, status: int, message: str, reason: str) -> None:
         super().__init__(message)
@@ -129,69 +155,43 @@ def resolve_token(configured: str | None) -> str | None:
     return token
 
 
-def token_ok(expected: str | None, headers: Headers, query: str) -> bool:
-    if expected is None:
-        return True
-    offered: list[str] = []
-    auth = headers.get("Authorization", "")
-    if auth[:7].lower() == "bearer ":
-        offered.append(auth[7:].strip())
-    offered.extend(parse_qs(query, keep_blank_values=True).get("token", []))
-    want = expected.encode()
-    # Every offered value is compared, in constant time each, so timing tells nothing.
-    ok = False
-    for value in offered:
-        ok |= hmac.compare_digest(value.encode(), want)
-    return ok
-
-
-def origin_ok(allowed: list[str] | None, origin: str | None) -> bool:
-    """A missing Origin (non-browser clients) is allowed: the check protects browsers' users."""
-    if allowed is None or origin is None:
-        return True
-    return origin.rstrip("/") in {o.rstrip("/") for o in allowed}
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _response(
-    status: int, body: bytes | str, content_type: str, extra: Mapping[str, str] | None = None
-) -> Response:
+    status: int, body: bytes | str, content_type: str, extra: dict[str, str] | None = None
+) -> web.Response:
     data = body.encode() if isinstance(body, str) else body
-    st = http.HTTPStatus(status)
-    headers = Headers(
-        [
-            ("Date", email.utils.formatdate(usegmt=True)),
-            ("Connection", "close"),
-            ("Content-Length", str(len(data))),
-            ("Content-Type", content_type),
-            ("Cache-Control", "no-store"),
-        ]
-    )
-    for k, v in (extra or {}).items():
-        headers[k] = v
-    return Response(st.value, st.phrase, headers, data)
+    headers = {"Content-Type": content_type, "Cache-Control": "no-store", **(extra or {})}
+    return web.Response(status=status, body=data, headers=headers)
 
 
-def _json_response(status: int, doc: Any) -> Response:
+def _json_response(status: int, doc: Any) -> web.Response:
     return _response(status, json.dumps(doc, ensure_ascii=False, indent=1) + "\n", "application/json")
 
 
-def _error(status: int, message: str) -> Response:
+def _error(status: int, message: str) -> web.Response:
     extra = {"WWW-Authenticate": 'Bearer realm="streamer"'} if status == 401 else None
     return _response(status, message + "\n", "text/plain; charset=utf-8", extra)
 
 
+def _shown(path: str, limit: int = 80) -> str:
+    """A path as it may appear in a message: bounded, so a 8 kB path is not echoed or logged."""
+    return path if len(path) <= limit else path[:limit] + "…"
+
+
+def text_frame(payload: bytes) -> bytes:
+    """One unmasked server-to-client text frame: built once per event, written to every client."""
+    return Frame(Opcode.TEXT, payload).serialize(mask=False, extensions=[])
+
+
+@dataclass(frozen=True)
+class _Framed(Item):
+    frame: bytes = b""
+
+
 @dataclass(eq=False)
 class _Client:
-    ws: ServerConnection
+    ws: web.WebSocketResponse
+    transport: asyncio.Transport | None
+    peer: str
     params: WsParams
     queue: ClientQueue
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -212,19 +212,29 @@ class CaptionServer:
         self._status_extra = status_extra
         self._clients: dict[str, set[_Client]] = {}
         self._n_clients = 0
-        self._server: Server | None = None
+        self._runner: web.AppRunner | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self._started = time.monotonic()
         self._closing = False
         self.port: int | None = None
         self._kicks: set[asyncio.Task[None]] = set()
+        wildcard = self.cfg.host in WILDCARD_HOSTS
+        self._host_names = bound_names(self.cfg.host, _machine_names() if wildcard else ())
+        # Routes other components add (the file API) before start(); the static catch-all comes last.
+        self.app = web.Application(middlewares=[self._access_middleware])
+        self._public: set[str] = {"/health", "/streams"}
+        self.on_close: list[Callable[[], Awaitable[None]]] = []
+
+    def require_token(self, request: web.Request) -> None:
+        if not token_ok(self.token, request.headers, request.query_string):
+            raise RequestError(
+                401, "missing or wrong access token (Authorization: Bearer or ?token=)", "token"
+            )
 
     # --- lifecycle -------------------------------------------------------------------------
     async def start(self) -> int:
         self._loop = asyncio.get_running_loop()
-        if _ws_log.level == logging.NOTSET and not log.isEnabledFor(logging.DEBUG):
-            _ws_log.setLevel(logging.WARNING)
         host = self.cfg.host
         if not is_loopback(host) and self.token is None:
             log.warning(
@@ -232,24 +242,29 @@ class CaptionServer:
                 "it can read the captions (set server.token, STREAMER_TOKEN or --token)",
                 host,
             )
-        self._server = await serve(
-            self._handler,
-            host,
-            self.cfg.port,
-            process_request=self._process_request,
-            ping_interval=self.cfg.ping_interval,
-            ping_timeout=self.cfg.ping_interval,
-            close_timeout=5,
-            max_size=MAX_CONTROL_MESSAGE,
-            max_queue=4,
-            server_header=f"streamer/{self.ctx.version}",
-            logger=_ws_log,
-            # permessage-deflate keeps a zlib context per connection and compresses every event once
-            # per client: with hundreds of clients that was the largest CPU cost of the fan-out,
-            # for messages of a few hundred bytes.
-            compression=None,
+        r = self.app.router
+        r.add_get("/ws", self._ws)
+        r.add_get("/health", self._health)
+        r.add_get("/metrics", self._metrics)
+        r.add_get("/streams", self._streams)
+        r.add_get("/transcript/{name}", self._transcript)
+        r.add_get("/{path:.*}", self._static)
+        self._runner = web.AppRunner(
+            self.app,
+            access_log=None,  # health probes every few seconds; metrics count what matters
+            handle_signals=False,
+            shutdown_timeout=5.0,
+            logger=_http_log,
         )
-        self.port = next(iter(self._server.sockets)).getsockname()[1]
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host or None, self.cfg.port, reuse_address=True)
+        try:
+            await site.start()
+        except BaseException:
+            await self._runner.cleanup()
+            self._runner = None
+            raise
+        self.port = int(self._runner.addresses[0][1])
         self._unsubscribe = self.bus.subscribe(self._on_bus_event)
         log.info("captions on ws://%s:%s/ws, page on http://%s:%s/", host, self.port, host, self.port)
         return self.port
@@ -269,12 +284,11 @@ class CaptionServer:
                     senders.append(c.sender)
         if senders:
             await asyncio.wait(senders, timeout=5.0)
-        if self._server is not None:
-            self._server.close(close_connections=True)
-            try:
-                await asyncio.wait_for(self._server.wait_closed(), timeout=10.0)
-            except asyncio.TimeoutError:
-                log.warning("some WebSocket connections did not close in time")
+        for hook in self.on_close:
+            with contextlib.suppress(Exception):
+                await hook()
+        if self._runner is not None:
+            await self._runner.cleanup()
         for t in list(self._kicks):
             t.cancel()
 
@@ -297,14 +311,15 @@ class CaptionServer:
         clients = self._clients.get(event.stream)
         if not clients:
             return
-        # Serialised and encoded once for all clients, sent as a text frame (send(..., text=True)).
+        # Serialised, encoded and framed once for all clients.
         payload = event.to_json().encode()
+        frame = text_frame(payload)
         if isinstance(event, Final):
-            item = Item(Kind.FINAL, payload, event.seq, event.rev)
+            item = _Framed(Kind.FINAL, payload, event.seq, event.rev, frame)
         elif isinstance(event, Partial):
-            item = Item(Kind.PARTIAL, payload, event.seq, event.rev)
+            item = _Framed(Kind.PARTIAL, payload, event.seq, event.rev, frame)
         else:
-            item = Item(Kind.OTHER, payload)
+            item = _Framed(Kind.OTHER, payload, frame=frame)
         for c in list(clients):
             if item.kind is Kind.PARTIAL and not c.params.partials:
                 continue
@@ -318,7 +333,7 @@ class CaptionServer:
             metrics.WS_DROPPED_PARTIALS.inc(result.dropped_partials)
         if result.outcome is Push.OVERFLOW:
             metrics.WS_SLOW_CLOSED.inc()
-            log.info("closing slow WebSocket client %s: queue full", c.ws.remote_address)
+            log.info("closing slow WebSocket client %s: queue full", c.peer)
             self._kick(c, CLOSE_TOO_SLOW, too_slow_reason(c.last_sent))
             return
         if c.idle:
@@ -331,14 +346,16 @@ class CaptionServer:
 
         Waking one sender task per client per event was most of the fan-out's cost. While the
         sender waits on `wake` nothing else is writing to this connection, so a synchronous write
-        (websockets' `broadcast`, which never waits for the socket) keeps the order. As soon as the
-        transport buffers more than WRITE_HIGH bytes, the sender takes over and waits for drain.
+        of the prebuilt frame keeps the order (aiohttp's own writes - pongs, the close frame - are
+        synchronous too, so frames never interleave). As soon as the transport buffers more than
+        WRITE_HIGH bytes, the sender takes over and waits for drain.
         """
-        transport = c.ws.transport
+        transport = c.transport
         while True:
             if (
-                c.ws.state is not State.OPEN
+                c.ws.closed
                 or transport is None
+                or transport.is_closing()
                 or transport.get_write_buffer_size() > WRITE_HIGH
             ):
                 c.wake.set()
@@ -346,7 +363,7 @@ class CaptionServer:
             item = c.queue.pop()
             if item is None:
                 return
-            broadcast([c.ws], item.payload, text=True)
+            transport.write(item.frame if isinstance(item, _Framed) else text_frame(_bytes(item.payload)))
             if item.kind is Kind.FINAL:
                 c.last_sent = item.seq
 
@@ -356,9 +373,16 @@ class CaptionServer:
         self._unregister(c)
         if c.sender is not None:
             c.sender.cancel()
-        task = asyncio.get_running_loop().create_task(c.ws.close(code, reason))
+        task = asyncio.get_running_loop().create_task(self._close_ws(c, code, reason))
         self._kicks.add(task)
         task.add_done_callback(self._kicks.discard)
+
+    async def _close_ws(self, c: _Client, code: int, reason: str) -> None:
+        try:
+            await asyncio.wait_for(c.ws.close(code=code, message=reason.encode()), timeout=30.0)
+        except (asyncio.TimeoutError, ConnectionError, RuntimeError):
+            if c.transport is not None:
+                c.transport.close()
 
     def _register(self, c: _Client) -> None:
         self._clients.setdefault(c.params.stream, set()).add(c)
@@ -371,6 +395,29 @@ class CaptionServer:
             group.discard(c)
             self._n_clients -= 1
             metrics.WS_CLIENTS.set(self._n_clients)
+
+    # --- access --------------------------------------------------------------------------------
+    @web.middleware
+    async def _access_middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        host = request.headers.get("Host")
+        is_ws = request.path == "/ws"
+        try:
+            if not host_ok(host, self._host_names, self.cfg.allowed_hosts):
+                raise RequestError(
+                    403,
+                    f"host {_shown(host or '')!r} is not a name of this server (server.allowed_hosts)",
+                    "host",
+                )
+            origin = request.headers.get("Origin")
+            if not origin_ok(self.cfg.allowed_origins, origin, host):
+                raise RequestError(
+                    403, f"origin {_shown(origin or '')!r} is not allowed (server.allowed_origins)", "origin"
+                )
+            return await handler(request)
+        except RequestError as e:
+            if is_ws:
+                metrics.WS_REJECTED.labels(e.reason).inc()
+            return _error(e.status, e.message)
 
     # --- WebSocket -----------------------------------------------------------------------------
     def _stream_names(self) -> list[str]:
@@ -391,22 +438,41 @@ class CaptionServer:
             session=SESSION_ID,
         )
 
-    async def _handler(self, ws: ServerConnection) -> None:
-        query = urlsplit(ws.request.path if ws.request else "").query
-        try:
-            params = parse_ws_query(query, self._stream_names(), self._stream_names()[0])
-        except RequestError as e:  # validated in process_request already; the streams may have changed
-            await ws.close(CLOSE_POLICY, e.message[:120])
-            return
+    def _check_upgrade(self, request: web.Request) -> WsParams:
+        self.require_token(request)
         if self._closing:
-            await ws.close(CLOSE_GOING_AWAY, "server shutting down")
-            return
-        self._limit_send_buffer(ws)
+            raise RequestError(503, "server shutting down", "shutdown")
         if self._n_clients >= self.cfg.max_clients:
-            # Checked in process_request too; a burst of upgrades can pass that check together.
+            raise RequestError(
+                503, f"too many clients (server.max_clients = {self.cfg.max_clients})", "max_clients"
+            )
+        names = self._stream_names()
+        return parse_ws_query(request.query_string, names, names[0])
+
+    async def _ws(self, request: web.Request) -> web.StreamResponse:
+        params = self._check_upgrade(request)
+        ws = web.WebSocketResponse(
+            heartbeat=self.cfg.ping_interval,
+            max_msg_size=MAX_CONTROL_MESSAGE,
+            compress=False,  # per-client zlib was the largest CPU cost of the fan-out
+            writer_limit=WRITE_HIGH,
+            timeout=5.0,
+        )
+        if not ws.can_prepare(request).ok:
+            raise RequestError(426, "this route is for WebSocket upgrades only", "not_websocket")
+        transport = request.transport
+        self._limit_send_buffer(transport)
+        peer = str(request.remote)
+        await ws.prepare(request)
+        if self._closing:
+            await ws.close(code=CLOSE_GOING_AWAY, message=b"server shutting down")
+            return ws
+        if self._n_clients >= self.cfg.max_clients:
+            # Checked before the upgrade too; a burst of upgrades can pass that check together.
             metrics.WS_REJECTED.labels("max_clients").inc()
-            await ws.close(CLOSE_TRY_AGAIN, f"too many clients (server.max_clients = {self.cfg.max_clients})")
-            return
+            reason = f"too many clients (server.max_clients = {self.cfg.max_clients})"
+            await ws.close(code=CLOSE_TRY_AGAIN, message=reason.encode())
+            return ws
         # Snapshot the finals and register for live events in the same loop step, with no await
         # in between: a final is then either in the snapshot or dispatched to this client later
         # (or both, which the queue's seq check removes) - never neither.
@@ -423,32 +489,40 @@ class CaptionServer:
             start = max(0, last - self.cfg.replay_finals)
         replay = self.bus.finals(params.stream, start)
         baseline = replay[-1].seq if replay else start
-        c = _Client(ws, params, ClientQueue(self.cfg.client_queue, last_final_seq=baseline))
+        c = _Client(ws, transport, peer, params, ClientQueue(self.cfg.client_queue, last_final_seq=baseline))
         self._register(c)
         c.sender = asyncio.get_running_loop().create_task(self._send_loop(c, replay, preface))
         try:
-            async for message in ws:
-                refusal = self._control(c, message)
+            while True:
+                msg = await ws.receive()
+                if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+                    break
+                refusal = self._control(c, msg.data if msg.type is WSMsgType.TEXT else b"")
                 if refusal is not None:
                     metrics.WS_REJECTED.labels("bad_message").inc()
                     self._unregister(c)
                     c.closing = True
                     if c.sender is not None:
                         c.sender.cancel()
-                    await ws.close(*refusal)
+                    await ws.close(code=refusal[0], message=refusal[1].encode())
                     break
-        except ConnectionClosed:
+        except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
             self._unregister(c)
             if c.sender is not None and not c.sender.done() and not c.draining:
                 c.sender.cancel()
+            if c.draining and c.sender is not None:
+                # Server shutdown: the handler stays until the sender said 1001.
+                with contextlib.suppress(BaseException):
+                    await asyncio.wait_for(asyncio.shield(c.sender), timeout=5.0)
+        return ws
 
-    def _limit_send_buffer(self, ws: ServerConnection) -> None:
+    def _limit_send_buffer(self, transport: asyncio.Transport | None) -> None:
         # Linux autotunes a socket's send buffer up to megabytes (tcp_wmem). For a client that
         # stopped reading that is memory held per client, and it hides the stall from the queue
         # policy for a long time; our per-client queue is the buffer we mean to have.
-        sock = ws.transport.get_extra_info("socket") if ws.transport is not None else None
+        sock = transport.get_extra_info("socket") if transport is not None else None
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.cfg.send_buffer)
@@ -473,17 +547,17 @@ class CaptionServer:
     async def _send_loop(self, c: _Client, replay: list[Final], preface: list[str]) -> None:
         ws = c.ws
         try:
-            await ws.send(self._hello().to_json())
+            await ws.send_str(self._hello().to_json())
             for message in preface:
-                await ws.send(message)
+                await ws.send_str(message)
             for f in replay:
-                await ws.send(f.to_json())
+                await ws.send_str(f.to_json())
                 c.last_sent = f.seq
             while True:
                 item = c.queue.pop()
                 if item is None:
                     if c.draining:
-                        await ws.close(CLOSE_GOING_AWAY, "server shutting down")
+                        await ws.close(code=CLOSE_GOING_AWAY, message=b"server shutting down")
                         return
                     c.wake.clear()
                     c.idle = True
@@ -492,58 +566,19 @@ class CaptionServer:
                     finally:
                         c.idle = False
                     continue
-                await ws.send(item.payload, text=True)
+                await ws.send_frame(_bytes(item.payload), WSMsgType.TEXT)
                 if item.kind is Kind.FINAL:
                     c.last_sent = item.seq
-        except ConnectionClosed:
-            pass
+        except (ConnectionError, RuntimeError):
+            pass  # the peer went away; the handler unregisters the client
 
     # --- HTTP ----------------------------------------------------------------------------------
-    async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        url = urlsplit(request.path)
-        path, query = url.path, url.query
-        try:
-            if path == "/ws":
-                self._check_upgrade(request, query)
-                return None  # go on with the WebSocket handshake
-            if path == "/health":
-                return self._health()
-            if path == "/metrics":
-                self._require_token(request, query)
-                metrics.WS_CLIENTS.set(self._n_clients)
-                return _response(200, metrics.exposition(), CONTENT_TYPE_LATEST)
-            if path == "/streams":
-                return _json_response(200, self._streams_doc())
-            if path.startswith("/transcript/"):
-                self._require_token(request, query)
-                return self._transcript(path[len("/transcript/") :])
-            return self._static(path)
-        except RequestError as e:
-            if path == "/ws":
-                metrics.WS_REJECTED.labels(e.reason).inc()
-            return _error(e.status, e.message)
+    async def _metrics(self, request: web.Request) -> web.Response:
+        self.require_token(request)
+        metrics.WS_CLIENTS.set(self._n_clients)
+        return _response(200, metrics.exposition(), CONTENT_TYPE_LATEST)
 
-    def _require_token(self, request: Request, query: str) -> None:
-        if not token_ok(self.token, request.headers, query):
-            raise RequestError(
-                401, "missing or wrong access token (Authorization: Bearer or ?token=)", "token"
-            )
-
-    def _check_upgrade(self, request: Request, query: str) -> None:
-        self._require_token(request, query)
-        origin = request.headers.get("Origin")
-        if not origin_ok(self.cfg.origins, origin):
-            raise RequestError(403, f"origin {origin!r} is not allowed", "origin")
-        if self._closing:
-            raise RequestError(503, "server shutting down", "shutdown")
-        if self._n_clients >= self.cfg.max_clients:
-            raise RequestError(
-                503, f"too many clients (server.max_clients = {self.cfg.max_clients})", "max_clients"
-            )
-        names = self._stream_names()
-        parse_ws_query(query, names, names[0])
-
-    def _streams_doc(self) -> list[dict[str, Any]]:
+    async def _streams(self, request: web.Request) -> web.Response:
         out = []
         for name in self._stream_names():
             doc: dict[str, Any] = {"name": name, "finals": self.bus.last_seq(name)}
@@ -554,9 +589,9 @@ class CaptionServer:
                 doc["source"] = h.get("source")
             doc["clients"] = len(self._clients.get(name, ()))
             out.append(doc)
-        return out
+        return _json_response(200, out)
 
-    def _health(self) -> Response:
+    async def _health(self, request: web.Request) -> web.Response:
         streams = {name: dict(s.health()) for name, s in self.ctx.streams.items()}
         extra: dict[str, Any] = {
             "version": self.ctx.version,
@@ -573,11 +608,13 @@ class CaptionServer:
         )
         return _json_response(status, body)
 
-    def _transcript(self, name: str) -> Response:
+    async def _transcript(self, request: web.Request) -> web.Response:
+        self.require_token(request)
+        name = request.match_info["name"]
         stream, _, ext = name.rpartition(".")
         if ext not in formats.FORMATTERS or not _STREAM_NAME.match(stream):
             raise RequestError(
-                404, f"no transcript {name!r}: use /transcript/STREAM.txt|srt|vtt|json|jsonl", "route"
+                404, f"no transcript {_shown(name)!r}: use /transcript/STREAM.txt|srt|vtt|json|jsonl", "route"
             )
         if stream not in self._stream_names():
             raise RequestError(404, f"unknown stream {stream!r}", "route")
@@ -588,17 +625,33 @@ class CaptionServer:
         body = formats.format_as(ext, finals, self.ctx.settings.layout.rules())
         return _response(200, body, formats.MEDIA_TYPES[ext], extra)
 
-    def _static(self, path: str) -> Response:
+    async def _static(self, request: web.Request) -> web.Response:
+        path = request.path
         name = "index.html" if path in ("/", "") else path.lstrip("/")
-        if not _STATIC_NAME.match(name):
-            raise RequestError(404, f"not found: {path}", "route")
+        if len(name) > MAX_STATIC_NAME - len(".html") or not _STATIC_NAME.match(name):
+            raise RequestError(404, f"not found: {_shown(path)}", "route")
         file = self.web_dir / name
-        if "." not in name and not file.is_file():
-            file = self.web_dir / f"{name}.html"  # /overlay, /display: pages without the extension
-            name = file.name
-        if not file.is_file():
-            raise RequestError(404, f"not found: {path}", "route")
+        try:
+            if "." not in name and not file.is_file():
+                file = self.web_dir / f"{name}.html"  # /overlay, /display: pages without the extension
+                name = file.name
+            if not file.is_file():
+                raise RequestError(404, f"not found: {_shown(path)}", "route")
+            data = file.read_bytes()
+        except OSError:
+            raise RequestError(404, f"not found: {_shown(path)}", "route") from None
         ctype = mimetypes.guess_type(name)[0] or "application/octet-stream"
         if ctype.startswith("text/") or ctype in ("application/javascript", "text/javascript"):
             ctype += "; charset=utf-8"
-        return _response(200, file.read_bytes(), ctype)
+        return _response(200, data, ctype)
+
+
+def _bytes(payload: bytes | str) -> bytes:
+    return payload if isinstance(payload, bytes) else payload.encode()
+
+
+def _machine_names() -> list[str]:
+    names = [socket.gethostname()]
+    with contextlib.suppress(OSError):
+        names.append(socket.getfqdn())
+    return names
