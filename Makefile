@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Reinstall only when the dependency list changes.
 STAMP := $(VENV)/.installed
 
-.PHONY: venv run test lint clean-venv
+.PHONY: venv run test lint clean-venv install-service
 
 venv: $(STAMP)
 
@@ -26,3 +26,7 @@ lint: venv
 
 clean-venv:
 	rm -rf $(VENV)
+
+# As root: a virtual environment in /opt/streamer, the systemd unit and /etc/streamer/streamer.toml.
+install-service:
+	scripts/install-service.sh

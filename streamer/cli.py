@@ -43,7 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="start the captioning daemon")
     _add_common(run)
     run.add_argument(
-        "--source", dest="source.spec", metavar="SPEC", help="mic | mic:DEVICE | file:PATH | stdin[:RATE]"
+        "--source",
+        dest="source.spec",
+        metavar="SPEC",
+        help="mic | mic:DEVICE | file:PATH | stdin[:RATE] | demo",
     )
     run.add_argument("--stream", dest="stream", metavar="NAME", help="stream name (default 'main')")
     run.add_argument("--jsonl", action="store_true", help="write every event as one JSON line to stdout")
@@ -177,8 +180,15 @@ def main(argv: list[str] | None = None) -> int:
 
             return handler(args)
         if args.command == "bench":
-            from streamer.bench.cli import run as handler
-
+            try:
+                from streamer.bench.cli import run as handler
+            except ImportError as e:
+                print(
+                    f"streamer: `streamer bench` needs its extras ({e.name or e} is missing): "
+                    "pip install 'streamer[bench]'",
+                    file=sys.stderr,
+                )
+                return EXIT_FAILURE
             return handler(args)
         settings = settings_from_args(args)
         _setup_logging(settings.log_level)

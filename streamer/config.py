@@ -137,7 +137,11 @@ class FilterConfig(_Section):
 
 
 class SourceConfig(_Section):
-    spec: str = Field("mic", description="mic | mic:DEVICE | file:PATH | stdin | stdin:RATE")
+    spec: str = Field(
+        "mic",
+        description="mic | mic:DEVICE | file:PATH | stdin | stdin:RATE | demo. The default 'mic' falls back "
+        "to the demo when there is no usable microphone; an explicit value never does.",
+    )
     realtime: bool = Field(True, description="Pace file sources at 1x (live-like).")
     # 600 s of 16 kHz float32 is 38 MB: more than that is a typo, not a buffer.
     ring_seconds: float = Field(30.0, gt=1.0, le=600.0, description="Ring buffer capacity in seconds.")
@@ -279,6 +283,16 @@ class ObsConfig(_Section):
     reconnect_max: float = Field(30.0, gt=0.0, description="Longest reconnect delay (s).")
 
 
+class ServiceConfig(_Section):
+    progress_timeout: float = Field(
+        60.0,
+        ge=1.0,
+        le=3600.0,
+        description="Seconds a decode may take, or a stream loop may pause, before the systemd watchdog "
+        "is no longer fed (and systemd restarts the daemon).",
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="STREAMER_",
@@ -299,6 +313,7 @@ class Settings(BaseSettings):
     transcripts: TranscriptConfig = Field(default_factory=TranscriptConfig)
     layout: LayoutConfig = Field(default_factory=LayoutConfig)
     obs: ObsConfig = Field(default_factory=ObsConfig)
+    service: ServiceConfig = Field(default_factory=ServiceConfig)
 
     @field_validator("model", mode="before")
     @classmethod

@@ -1,9 +1,11 @@
 """`streamer run`: one stream from the configured source to every configured sink.
 
-The asyncio loop in the main thread owns the network sinks; the stream runs in its own threads
-and hands events to the Bus. At the end of a file or stdin the daemon waits for the last final,
-lets the sinks flush it (MQTT outbox, transcript files, WebSocket clients) and exits 0; SIGINT or
-SIGTERM stop the source and shut down the same way.
+The asyncio loop in the main thread owns the network sinks and the supervision: it tells
+systemd (notify protocol) when the daemon is ready, feeds the watchdog while every pipeline makes
+progress, reloads the configuration on SIGHUP, and on SIGINT/SIGTERM stops the source, lets the
+stream close the open utterance with a final decode, flushes every sink (MQTT outbox, transcript
+files, WebSocket clients closed with 1001) and exits 0. At the end of a file or stdin it shuts
+down the same way.
 """
 
 from __future__ import annotations
@@ -12,24 +14,38 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from streamer import __version__
-from streamer.bus import Bus
-from streamer.config import Settings
+from streamer.bus import Bus, BusEvent
+from streamer.config import ConfigError, Settings
 from streamer.decode.engine import DecodeEngine
-from streamer.errors import UserError
+from streamer.errors import SourceError, UserError
+from streamer.events import Final
 from streamer.pipeline import Stream
+from streamer.service.notify import Notifier, watchdog_interval
+from streamer.service.probes import DecodeMonitor, LoopHeartbeat, install_test_hang
+from streamer.service.watchdog import StreamProbe, stalls, status_line
 from streamer.sinks.console import ConsoleSink
+
+if TYPE_CHECKING:
+    from streamer.audio.source import Source
+    from streamer.sinks import Sinks
 
 log = logging.getLogger(__name__)
 
+#: STATUS= refresh when systemd asks for no watchdog pings.
+STATUS_INTERVAL = 5.0
+_POLL = 0.1
+
 
 def main(settings: Settings, args: argparse.Namespace) -> int:
-    from streamer.audio import open_source
-
-    source = open_source(settings.source.spec, settings)  # a bad file fails before the model loads
+    source = open_source_or_demo(settings)  # a bad file fails before the model loads
     engine = DecodeEngine.from_settings(settings)
     try:
         return asyncio.run(_serve(settings, args, source, engine))
@@ -37,49 +53,286 @@ def main(settings: Settings, args: argparse.Namespace) -> int:
         engine.close()
 
 
-async def _serve(settings: Settings, args: argparse.Namespace, source: object, engine: DecodeEngine) -> int:
-    from streamer.audio.source import Source
+# -- first run ------------------------------------------------------------------------------
 
-    assert isinstance(source, Source)
+
+def _mic_is_default(settings: Settings) -> bool:
+    """True when nobody chose the source (flag, environment or file): the first-run case."""
+    return "spec" not in settings.source.model_fields_set and settings.source.spec == "mic"
+
+
+def open_source_or_demo(settings: Settings) -> Source:
+    """The configured source; with the default microphone unusable, the demo instead (one line)."""
+    from streamer.audio import open_source
+
+    try:
+        return open_source(settings.source.spec, settings)
+    except SourceError as e:
+        if not _mic_is_default(settings):
+            raise
+        print(
+            f"streamer: no usable microphone ({e}); running the built-in demo instead "
+            "(choose a source with --source)",
+            file=sys.stderr,
+            flush=True,
+        )
+        settings.source.spec = "demo"
+        return open_source("demo", settings)
+
+
+# -- supervision state ----------------------------------------------------------------------
+
+
+@dataclass
+class _Daemon:
+    settings: Settings
+    args: argparse.Namespace
+    engine: DecodeEngine
+    bus: Bus
+    stream: Stream
+    notifier: Notifier
+    heartbeat: LoopHeartbeat
+    decodes: DecodeMonitor
+    sinks: Sinks | None = None
+    last_caption: float | None = None
+    stopping: bool = False
+    reloads: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def on_event(self, event: BusEvent) -> None:
+        if isinstance(event, Final):
+            self.last_caption = time.monotonic()
+
+    def clients(self) -> int:
+        server = self.sinks.server if self.sinks is not None else None
+        return server.client_count if server is not None else 0
+
+    def probes(self, now: float) -> list[StreamProbe]:
+        s = self.stream
+        return [
+            StreamProbe(
+                name=s.name,
+                state=str(s.health()["state"]),
+                beat_age=self.heartbeat.age(now),
+                oldest_decode_age=self.decodes.oldest_age(s.name, now),
+            )
+        ]
+
+    def status(self, now: float, problems: list[str] | None = None) -> str:
+        age = None if self.last_caption is None else now - self.last_caption
+        return status_line(self.probes(now), self.clients(), age, problems or [])
+
+
+async def _serve(settings: Settings, args: argparse.Namespace, source: Source, engine: DecodeEngine) -> int:
     bus = Bus(max_finals=settings.server.history_finals, max_age=settings.server.history_seconds)
     bus.add_stream(settings.stream)
     stream = Stream(settings, source, engine, bus.publish)
+    d = _Daemon(
+        settings=settings,
+        args=args,
+        engine=engine,
+        bus=bus,
+        stream=stream,
+        notifier=Notifier.from_env(),
+        heartbeat=LoopHeartbeat(stream.ring),
+        decodes=DecodeMonitor(engine),
+    )
+    install_test_hang(engine)
     console = ConsoleSink(jsonl=getattr(args, "jsonl", False))
     bus.subscribe(console)
-    sinks = None
-    try:
-        from streamer.sinks import SinkContext, start_sinks
-    except ImportError:  # pragma: no cover - only while the network sinks are not installed
-        start_sinks = None  # type: ignore[assignment]
-    if start_sinks is not None:
-        try:
-            sinks = await start_sinks(
-                SinkContext(
-                    settings=settings,
-                    bus=bus,
-                    streams={stream.name: stream},
-                    model=engine.model_name,
-                    version=__version__,
-                )
-            )
-        except OSError as e:
-            raise UserError(
-                f"cannot listen on {settings.server.host}:{settings.server.port}: {e.strerror or e}"
-            ) from None
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):  # not on the main thread
-            loop.add_signal_handler(sig, stream.stop)
+    bus.subscribe(d.on_event)
+    d.sinks = await _start_sinks(settings, bus, stream, engine)
+    _print_address(d.sinks)
+    _install_signal_handlers(d)
     stream.start()
     log.info("stream %s: %s -> model %s", stream.name, source.description, engine.model_name)
     try:
-        while not stream.join(timeout=0):
-            await asyncio.sleep(0.1)
+        if await _wait_capturing(d):
+            d.notifier.ready(d.status(time.monotonic()))
+            await _supervise(d)
     finally:
-        if sinks is not None:
-            await sinks.close()
+        if not d.stopping:  # the source ended by itself
+            d.notifier.stopping("source ended; flushing captions")
+        if d.sinks is not None:
+            await d.sinks.close()
+            await asyncio.to_thread(_fsync_transcripts, d.sinks)
         await asyncio.to_thread(console.close)  # bounded: a stuck stdout does not hold the exit
+        d.notifier.close()
     if stream.error:
         print(f"streamer: {stream.error}", file=sys.stderr)
         return 1
     return 0
+
+
+async def _start_sinks(settings: Settings, bus: Bus, stream: Stream, engine: DecodeEngine) -> Sinks:
+    from streamer.sinks import SinkContext, start_sinks
+
+    try:
+        return await start_sinks(
+            SinkContext(
+                settings=settings,
+                bus=bus,
+                streams={stream.name: stream},
+                model=engine.model_name,
+                version=__version__,
+            )
+        )
+    except OSError as e:
+        raise UserError(
+            f"cannot listen on {settings.server.host}:{settings.server.port}: {e.strerror or e}"
+        ) from None
+
+
+def _fsync_transcripts(sinks: Sinks) -> None:
+    """Put the closed transcript files (and their directory entries) on disk before exit 0.
+
+    fsync works on the file, whichever descriptor asks, so the writer's own files need not change.
+    """
+    if sinks.files is None:
+        return
+    paths = [p for p in sinks.files.files if p.exists()]
+    for path in [*paths, *{p.parent for p in paths}]:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as e:
+            log.warning("could not sync %s to disk: %s", path, e)
+
+
+def _print_address(sinks: Sinks) -> None:
+    server = sinks.server
+    if server is None or server.port is None:
+        return
+    host = server.cfg.host
+    shown = host if host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+    if ":" in shown:
+        shown = f"[{shown}]"
+    print(f"streamer: captions at http://{shown}:{server.port}/", file=sys.stderr, flush=True)
+
+
+def _install_signal_handlers(d: _Daemon) -> None:
+    loop = asyncio.get_running_loop()
+    handlers = {signal.SIGINT: _stop, signal.SIGTERM: _stop, signal.SIGHUP: _reload}
+    for sig, handler in handlers.items():
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # not on the main thread
+            loop.add_signal_handler(sig, handler, d)
+
+
+def _stop(d: _Daemon) -> None:
+    if not d.stopping:
+        d.stopping = True
+        log.info("stopping: closing the open utterance and flushing every sink")
+        d.notifier.stopping("stopping: flushing captions")
+    d.stream.stop()
+
+
+async def _wait_capturing(d: _Daemon) -> bool:
+    """Wait until the stream loop has read audio (READY=1 means captions can flow)."""
+    while not d.stream.join(timeout=0):
+        if d.stream.health()["last_audio_age"] is not None:
+            return True
+        await asyncio.sleep(_POLL)
+    return False
+
+
+async def _supervise(d: _Daemon) -> None:
+    """Until the stream ends: feed the watchdog while every pipeline progresses, refresh STATUS."""
+    interval = watchdog_interval(os.environ)
+    period = interval if interval is not None else STATUS_INTERVAL
+    next_tick = time.monotonic()
+    stalled_before = False
+    while not d.stream.join(timeout=0):
+        now = time.monotonic()
+        if now >= next_tick and not d.stopping:
+            next_tick = now + period
+            problems = stalls(d.probes(now), d.settings.service.progress_timeout)
+            status = d.status(now, problems)
+            if problems:
+                if not stalled_before:
+                    log.error("watchdog not fed: %s", "; ".join(problems))
+                d.notifier.status(status)
+            elif interval is not None:
+                d.notifier.watchdog(status)
+            else:
+                d.notifier.status(status)
+            stalled_before = bool(problems)
+        await asyncio.sleep(_POLL)
+
+
+# -- reload -----------------------------------------------------------------------------------
+
+
+def _reload(d: _Daemon) -> None:
+    if d.stopping:
+        return
+    task = asyncio.get_running_loop().create_task(_reload_config(d))
+    d.reloads.add(task)
+    task.add_done_callback(d.reloads.discard)
+
+
+def _load_new_settings(args: argparse.Namespace) -> Settings:
+    from streamer.cli import settings_from_args
+
+    return settings_from_args(args)
+
+
+async def _reload_config(d: _Daemon) -> None:
+    from streamer.service.reload import plan_reload
+
+    d.notifier.reloading()
+    try:
+        try:
+            new = await asyncio.to_thread(_load_new_settings, d.args)
+        except ConfigError as e:
+            log.error("reload rejected, keeping the running configuration: %s", e)
+            return
+        plan = plan_reload(d.settings, new)
+        if not plan.changed:
+            log.info("reload: configuration unchanged")
+            return
+        _apply_live(d, new, plan.live)
+        for key, value in plan.restart.items():
+            log.warning(
+                "reload: %s = %r needs a restart to apply; still running with the old value", key, value
+            )
+        if plan.live:
+            log.info("reload: applied %s", ", ".join(sorted(plan.live)))
+    finally:
+        d.notifier.ready(d.status(time.monotonic()))
+
+
+def _apply_live(d: _Daemon, new: Settings, live: dict[str, Any]) -> None:
+    """Write the live keys into the running Settings, which the stream and the sinks read on use."""
+    import dataclasses
+
+    from streamer.pipeline import filter_options
+    from streamer.service.reload import ENGINE_KEYS
+
+    for key in live:
+        section, _, name = key.rpartition(".")
+        target = getattr(d.settings, section) if section else d.settings
+        source = getattr(new, section) if section else new
+        setattr(target, name, getattr(source, name))
+    if "log_level" in live:
+        logging.getLogger().setLevel(d.settings.log_level.upper())
+    if any(k.startswith(("filters.", "decoder.")) for k in live):
+        d.stream.filters = filter_options(d.settings)
+    if ENGINE_KEYS & live.keys() and hasattr(d.engine, "options"):
+        dec = d.settings.decoder
+        d.engine.options = dataclasses.replace(
+            d.engine.options,
+            task=dec.task,
+            temperatures=tuple(dec.temperatures) or (0.0,),
+            no_speech_threshold=dec.no_speech_threshold,
+            log_prob_threshold=dec.log_prob_threshold,
+            compression_ratio_threshold=dec.compression_ratio_threshold,
+            hotwords=dec.hotwords,
+        )
+    server = d.sinks.server if d.sinks is not None else None
+    if server is not None and "server.token" in live:
+        from streamer.sinks.server import resolve_token
+
+        # Checked on each new connection and request; connected clients stay connected.
+        server.token = resolve_token(d.settings.server.token)

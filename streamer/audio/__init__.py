@@ -16,13 +16,16 @@ if TYPE_CHECKING:
 
 __all__ = ["SAMPLE_RATE", "RingBuffer", "Source", "SourceError", "SourceSpec", "open_source", "parse_spec"]
 
-ACCEPTED_FORMS = "mic, mic:DEVICE (name or index), file:PATH, stdin, stdin:RATE (Hz of s16le mono input)"
+ACCEPTED_FORMS = (
+    "mic, mic:DEVICE (name or index), file:PATH, stdin, stdin:RATE (Hz of s16le mono input), "
+    "demo (a built-in speech sample, looped)"
+)
 _MIN_RATE, _MAX_RATE = 1000, 384_000
 
 
 @dataclass(frozen=True)
 class SourceSpec:
-    kind: str  # "mic" | "file" | "stdin"
+    kind: str  # "mic" | "file" | "stdin" | "demo"
     device: str | None = None
     path: Path | None = None
     rate: int = SAMPLE_RATE
@@ -40,6 +43,8 @@ def parse_spec(spec: str) -> SourceSpec:
         if sep and not arg.strip():
             raise _bad(spec, "missing device after 'mic:'")
         return SourceSpec("mic", device=arg.strip() if sep else None)
+    if kind == "demo" and not sep:
+        return SourceSpec("demo")
     if kind == "file":
         if not arg.strip():
             raise _bad(spec, "missing path after 'file:'")
@@ -69,6 +74,10 @@ def open_source(spec: str, settings: Settings) -> Source:
         from streamer.audio.stdin import StdinSource
 
         return StdinSource(parsed.rate)
+    if parsed.kind == "demo":
+        from streamer.audio.demo import DemoSource
+
+        return DemoSource()
     from streamer.audio.mic import MicSource
 
     return MicSource(parsed.device)
