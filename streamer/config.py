@@ -95,16 +95,32 @@ class DecoderConfig(_Section):
     language: str | None = Field(None, description="Fixed language code, or None to detect.")
     languages: list[str] | None = Field(None, description="Allow-list for detection, e.g. ['ko', 'en'].")
     task: Literal["transcribe", "translate"] = "transcribe"
-    step: float = Field(0.5, gt=0.0, le=30.0, description="Seconds between partial re-decodes.")
-    partials: bool = True
-    agreement: bool = Field(True, description="Mark the prefix two hypotheses agree on as stable.")
-    holdback: int = Field(1, ge=0, le=5, description="Last words of a window never marked stable.")
+    step: float = Field(0.5, gt=0.0, le=30.0, description="Seconds of audio between step re-decodes.")
+    partials: bool = Field(True, description="Emit partial events (the unsettled tail).")
+    agreement: bool = Field(
+        True,
+        description="Commit words mid-sentence once two step decodes agree on them (False: finals "
+        "only at end of speech).",
+    )
+    holdback: int = Field(0, ge=0, le=5, description="Last agreed words kept back from a commit.")
+    commit_margin: float = Field(
+        0.2, ge=0.0, le=3.0, description="Audio both agreeing decodes heard after a word (s)."
+    )
+    left_context: float = Field(
+        2.0, ge=0.0, le=10.0, description="Audio before the first unsettled word in every window (s)."
+    )
     beam_size: int = Field(5, ge=1, le=64, description="Beam size of the final decode.")
-    partial_beam_size: int = Field(1, ge=1, le=64)
+    partial_beam_size: int = Field(1, ge=1, le=64, description="Beam size of step decodes.")
     partial_context: float = Field(
-        15.0, ge=5.0, le=30.0, description="Seconds of encoder context for partials (30 = full)."
+        15.0, ge=5.0, le=30.0, description="Seconds of encoder context for step decodes (30 = full)."
     )
     max_window: float = Field(15.0, gt=2.0, le=30.0, description="Longest window decoded at once (s).")
+    max_tokens_per_second: float = Field(
+        12.0, gt=0.0, le=50.0, description="New tokens a decode may produce per second of audio."
+    )
+    fallback_min_seconds: float = Field(
+        2.0, ge=0.0, le=30.0, description="Shortest final window that gets temperature fallback (s)."
+    )
     initial_prompt: str | None = None
     hotwords: str | None = None
     context_finals: int = Field(3, ge=0, le=100, description="Previous finals passed as the prompt.")

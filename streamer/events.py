@@ -102,6 +102,11 @@ class Status(_Event):
     stream: str
     state: Literal["starting", "running", "retrying", "stopped", "error"]
     detail: str = ""
+    degraded: int = Field(
+        default=0,
+        ge=0,
+        description="Decoder load level: 0 normal, 1 partials thinned, 2 cheaper finals, 3 finals only.",
+    )
     emitted_at: float = 0.0
 
 

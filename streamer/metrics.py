@@ -41,6 +41,37 @@ FINALS = Counter("streamer_finals", "Final events emitted", ["stream"])
 STABLE_REVISED = Counter(
     "streamer_stable_revised", "Finals whose text changed words the partials had marked stable", ["stream"]
 )
+DECODES_CANCELLED = Counter(
+    "streamer_decodes_cancelled",
+    "Decode requests cancelled before they ran (obsolete, superseded, speech resumed)",
+    ["stream", "kind", "reason"],
+)
+DECODES_DISCARDED = Counter(
+    "streamer_decodes_discarded",
+    "Decode results discarded because their request became obsolete while it ran",
+    ["stream", "kind", "reason"],
+)
+DECODE_CUT = Counter(
+    "streamer_decode_cut",
+    "Decodes bounded: token limit reached, temperature fallback skipped",
+    ["stream", "reason"],
+)
+QUEUE_WAIT = Histogram(
+    "streamer_decode_queue_seconds",
+    "Time a decode request waited in the queue (s)",
+    ["kind"],
+    buckets=_DECODE_BUCKETS,
+)
+DEGRADED_LEVEL = Gauge(
+    "streamer_degraded_level",
+    "Decoder degradation: 0 normal, 1 partials thinned, 2 cheaper finals, 3 finals only",
+    ["model"],
+)
+PARTIALS_SKIPPED = Counter(
+    "streamer_partials_skipped",
+    "Step decodes not made because the decoder was degraded (partials thinned)",
+    ["stream"],
+)
 SUPPRESSED = Counter(
     "streamer_hallucinations_suppressed", "Segments or words dropped by a filter", ["stream", "filter"]
 )

@@ -1,26 +1,26 @@
-"""One stream: source -> ring -> VAD -> segmenter -> decode requests -> caption events.
+"""One stream: source -> ring -> VAD -> segmenter -> captioner -> decode requests -> caption events.
 
 The stream loop runs in its own thread. It reads new audio from the ring, runs Silero on each
-32 ms frame, lets the Segmenter open and close utterances, and asks the DecodeEngine for a
-re-decode of the open window every `step` seconds of audio (never more often than the last decode
-took, so a slow machine degrades to fewer partials instead of a growing backlog). It turns the
-hypotheses into events through the agreement policy and the hallucination filters.
+32 ms frame and lets the Segmenter open and close utterances. Every decision about text lives in
+the Captioner (streamer/decode/captioner.py), a state machine free of threads and of the model:
+the loop feeds it segmenter events, the audio clock and decode results, and carries out what it
+returns (submit a decode of a window, cancel one, emit an event).
 
-Live sources (and files replayed at 1x) never wait for decoding: audio keeps flowing and VAD
-keeps up while the worker decodes. A file read as fast as possible (`transcribe`, `--fast`) runs
-in lockstep instead: the loop waits for each decode, so the result is the same as a live run on
-a machine fast enough to keep up, and does not depend on how busy this one is.
+Decode results are handled the moment they are done, in whatever order they finish; a result
+whose request became obsolete is discarded and counted. Live sources (and files replayed at 1x)
+never wait for decoding: audio keeps flowing and VAD keeps up while the worker decodes. A file
+read as fast as possible (`transcribe`, `--fast`) runs in lockstep instead: the loop waits for
+each decode, so the result is the same as a live run on a machine fast enough to keep up, and
+does not depend on how busy this one is.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
-from dataclasses import dataclass, field
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from pathlib import Path
 
 import numpy as np
@@ -29,27 +29,31 @@ from streamer import metrics
 from streamer.audio.ring import SAMPLE_RATE, RingBuffer
 from streamer.audio.source import Source
 from streamer.config import Settings
-from streamer.decode.agreement import Agreement, common_prefix, skip_prefix
+from streamer.decode.captioner import (
+    Action,
+    Cancel,
+    Captioner,
+    CaptionerOptions,
+    DecodeSpec,
+    Discarded,
+    Emit,
+    Submit,
+    Suppressed,
+)
 from streamer.decode.engine import DecodeEngine, DecodeRequest
-from streamer.decode.filters import FilterOptions, filter_segments, is_invented_phrase, trim_invented_tail
-from streamer.decode.hypothesis import Hypothesis, HypWord, join_words
-from streamer.events import Final, Partial, Status, Word
+from streamer.decode.filters import FilterOptions
+from streamer.decode.hypothesis import Hypothesis
+from streamer.events import Final, Partial, Status
 from streamer.vad.segmenter import FRAME_SAMPLES, Segmenter, SegmenterOptions, SpeechEnd, SpeechStart
 from streamer.vad.silero import SileroVad
 
 log = logging.getLogger(__name__)
 
-Emit = Callable[[Partial | Final | Status], None]
+Emit_ = Callable[[Partial | Final | Status], None]
 
 # Audio kept before the open utterance: the segmenter backdates a start by min_speech + pad.
 PREROLL_SECONDS = 3.0
-# A partial decode needs this much audio in the window to say anything useful.
-MIN_PARTIAL_AUDIO = 0.4
-# Per-utterance language detection stops once a window of 3 s or more is this sure; until then
-# every decode (the final included) detects again on all the audio it has.
-LOCK_LANGUAGE_PROBABILITY = 0.7
-# Finals passed as the prompt are cut to this many characters (Whisper's prompt is 224 tokens).
-PROMPT_CHARS = 400
+_LEVELS = {0: "normal", 1: "partials thinned", 2: "cheaper finals", 3: "finals only"}
 
 
 class AudioHistory:
@@ -86,20 +90,27 @@ class AudioHistory:
             self.base = pos
 
 
-@dataclass
-class _Utterance:
-    number: int
-    start: float  # start of the open window (slides forward after a long-form commit)
-    speech_start: float
-    language: str | None
-    language_probability: float | None = None
-    agreement: Agreement = field(default_factory=Agreement)
-    rev: int = 0
-    last_partial_text: str | None = None
-    closed_at: float | None = None  # speech end, once the VAD closed it
-    # A final decode started when silence began, before the VAD was sure speech had ended:
-    # (window end, future). Used if the silence lasts; dropped if speech resumes.
-    speculative: tuple[float, Future[Hypothesis]] | None = None
+def captioner_options(settings: Settings, stream: str, lockstep: bool) -> CaptionerOptions:
+    d = settings.decoder
+    return CaptionerOptions(
+        stream=stream,
+        step=d.step,
+        partials=d.partials,
+        agreement=d.agreement,
+        holdback=d.holdback,
+        commit_margin=d.commit_margin,
+        left_context=d.left_context,
+        max_window=d.max_window,
+        beam_size=d.beam_size,
+        step_beam_size=d.partial_beam_size,
+        step_context=d.partial_context,
+        language=d.language,
+        languages=tuple(d.languages) if d.languages else None,
+        initial_prompt=d.initial_prompt,
+        context_prompt=d.context_finals > 0,
+        # In lockstep the final is asked for at the end of speech anyway: nothing to win.
+        speculative=not lockstep,
+    )
 
 
 class Stream:
@@ -108,14 +119,16 @@ class Stream:
         settings: Settings,
         source: Source,
         engine: DecodeEngine,
-        emit: Emit,
+        emit: Emit_,
         name: str | None = None,
         filters: FilterOptions | None = None,
+        background: bool = False,
     ) -> None:
         self.name = name or settings.stream
         self.settings = settings
         self.source = source
         self.engine = engine
+        self.background = background
         self._emit_cb = emit
         self.ring = RingBuffer(int(settings.source.ring_seconds * SAMPLE_RATE))
         self.lockstep = not source.live and not settings.source.realtime
@@ -123,6 +136,7 @@ class Stream:
         # VadConfig's keys are the segmenter's option names.
         self.segmenter = Segmenter(SegmenterOptions(**settings.vad.model_dump()))
         self.vad = SileroVad()
+        self.captioner = Captioner(captioner_options(settings, self.name, self.lockstep), self.filters)
         from streamer.audio.capture import CaptureThread
 
         self.capture = CaptureThread(
@@ -136,16 +150,13 @@ class Stream:
         self._stop = threading.Event()
         self._history = AudioHistory()
         self._consumed = 0  # samples read from the ring and run through VAD
-        self._pending: list[tuple[Future[Hypothesis], int, float]] = []  # (future, utterance, t0)
-        self._utt: _Utterance | None = None
-        self._closing: dict[int, _Utterance] = {}
-        self._utt_count = 0
-        self._seq = 0
-        self._context: list[str] = []
-        self._committed_until = 0.0  # end of the last word that went into a final
-        self._last_partial_request = -1e9
+        # Captioner request id -> (engine request id, future, spec)
+        self._pending: dict[int, tuple[int, Future[Hypothesis], DecodeSpec]] = {}
+        self._pending_end: float | None = None
         self._last_decode_seconds = 0.0
+        self._level = 0
         self._last_audio_wall: float | None = None
+        self._last_progress_wall = time.monotonic()
         self._state = "starting"
         self.error: str | None = None
         self.first_event_wall: float | None = None
@@ -167,7 +178,12 @@ class Stream:
 
     @property
     def finals_emitted(self) -> int:
-        return self._seq
+        return self.captioner.finals_emitted
+
+    @property
+    def last_progress(self) -> float:
+        """Monotonic time when the loop last consumed audio or handled a decode result."""
+        return self._last_progress_wall
 
     def health(self) -> dict[str, object]:
         age = None if self._last_audio_wall is None else time.monotonic() - self._last_audio_wall
@@ -179,7 +195,10 @@ class Stream:
             "dropped_seconds": round(self.ring.dropped / SAMPLE_RATE, 3),
             "speech_seconds": round(self.segmenter.speech_seconds, 3),
             "last_audio_age": None if age is None else round(age, 3),
-            "finals": self._seq,
+            "finals": self.finals_emitted,
+            "degraded": self._level,
+            "degraded_reason": _LEVELS.get(self._level, ""),
+            "decodes_pending": len(self._pending),
             "error": self.error,
         }
 
@@ -220,14 +239,14 @@ class Stream:
                 self._collect(block=self.lockstep and bool(self._pending))
                 pos, samples = self.ring.read(timeout=0.05)
                 if len(samples):
-                    self._last_audio_wall = time.monotonic()
+                    self._last_audio_wall = self._last_progress_wall = time.monotonic()
                     metrics.AUDIO_CAPTURED.labels(self.name).inc(len(samples) / SAMPLE_RATE)
                     dropped = self.ring.dropped
                     if dropped > dropped_seen:
                         lost = dropped - dropped_seen
                         metrics.AUDIO_DROPPED.labels(self.name).inc(lost / SAMPLE_RATE)
                         log.warning(
-                            "stream %s: %.2f s of audio dropped (decoding fell behind)",
+                            "stream %s: %.2f s of audio dropped (the stream loop fell behind)",
                             self.name,
                             lost / SAMPLE_RATE,
                         )
@@ -247,7 +266,7 @@ class Stream:
                         self._consumed += FRAME_SAMPLES
                         for ev in self.segmenter.feed(self.vad(frame), t):
                             self._on_segment(ev)
-                        self._maybe_partial()
+                        self._tick()
                         if self.lockstep and self._pending:
                             self._collect(block=True)
                     remainder = buf[n_frames * FRAME_SAMPLES :]
@@ -268,372 +287,132 @@ class Stream:
             return
         finally:
             self.capture.stop()
+            for _rid, (eid, _fut, _spec) in list(self._pending.items()):
+                self.engine.cancel(eid)
         if self.capture.error and not self.error:
             self.error = self.capture.error
         self._set_state("error" if self.error else "stopped", self.error or "")
 
     def _trim_history(self) -> None:
-        if self._utt is not None or self._closing:
-            starts = [u.start for u in ([self._utt] if self._utt else []) + list(self._closing.values())]
-            keep_from = int(min(starts) * SAMPLE_RATE) - FRAME_SAMPLES
-        else:
-            keep_from = self._consumed - int(PREROLL_SECONDS * SAMPLE_RATE)
+        keep_from = int(self.captioner.keep_from(self.now(), PREROLL_SECONDS) * SAMPLE_RATE) - FRAME_SAMPLES
+        keep_from = min(keep_from, self._consumed - int(PREROLL_SECONDS * SAMPLE_RATE))
         if keep_from - self._history.base > SAMPLE_RATE:  # trim in 1 s steps, not every frame
             self._history.trim_before(keep_from)
 
-    # -- segments ----------------------------------------------------------------------------
+    # -- segments and ticks ------------------------------------------------------------------
 
     def _on_segment(self, ev: SpeechStart | SpeechEnd) -> None:
+        now = self._consumed / SAMPLE_RATE
         if isinstance(ev, SpeechStart):
-            self._utt_count += 1
-            # After a forced split, the previous utterance may already have committed words
-            # past the split point: never decode (and caption) them twice.
-            start = max(ev.start, self._committed_until)
-            self._utt = _Utterance(
-                number=self._utt_count,
-                start=start,
-                speech_start=start,
-                language=self.settings.decoder.language,
-                agreement=Agreement(self.settings.decoder.agreement, self.settings.decoder.holdback),
+            self._pending_end = None
+            self._act(self.captioner.on_speech_start(ev.start, now))
+            return
+        metrics.VAD_SPEECH.labels(self.name).inc(max(ev.end - ev.start, 0.0))
+        self._pending_end = None
+        self._act(self.captioner.on_speech_end(ev.end, now, self._level))
+
+    def _tick(self) -> None:
+        now = self._consumed / SAMPLE_RATE
+        level = 0 if self.lockstep else self.engine.level
+        if level != self._level:
+            self._on_level(level)
+        pending_end = self.segmenter.pending_end
+        if pending_end is not None or self._pending_end is not None:
+            self._act(self.captioner.on_silence(pending_end, now))
+            self._pending_end = pending_end
+        last = 0.0 if self.lockstep else self._last_decode_seconds
+        self._act(self.captioner.on_tick(now, level, last))
+
+    def _on_level(self, level: int) -> None:
+        old, self._level = self._level, level
+        (log.warning if level > old else log.info)(
+            "stream %s: decoder load level %d (%s)", self.name, level, _LEVELS.get(level, "")
+        )
+        self._emit(
+            Status(
+                stream=self.name,
+                state="running",
+                detail=f"decoder degraded: level {level} ({_LEVELS.get(level, '')})" if level else "",
+                degraded=level,
+                emitted_at=self.now(),
             )
-            self._last_partial_request = -1e9
-            return
-        utt = self._utt
-        if utt is None:
-            return
-        speech_s = ev.end - ev.start
-        metrics.VAD_SPEECH.labels(self.name).inc(max(speech_s, 0.0))
-        utt.closed_at = ev.end
-        self._utt = None
-        self._closing[utt.number] = utt
-        spec, utt.speculative = utt.speculative, None
-        if spec is not None and abs(spec[0] - ev.end) < 1e-6:
-            self._pending.append((spec[1], utt.number, time.monotonic()))
-            return
-        if spec is not None:
-            spec[1].cancel()
-        self._request(utt, "final", ev.end)
+        )
 
-    # -- decoding ----------------------------------------------------------------------------
+    # -- actions -----------------------------------------------------------------------------
 
-    def _prompt(self) -> str | None:
-        parts = []
-        if self.settings.decoder.initial_prompt:
-            parts.append(self.settings.decoder.initial_prompt)
-        n = self.settings.decoder.context_finals
-        if n:
-            context = " ".join(self._context[-n:])[-PROMPT_CHARS:]
-            if context:
-                parts.append(context)
-        return " ".join(parts) or None
+    def _act(self, actions: list[Action]) -> None:
+        for a in actions:
+            if isinstance(a, Submit):
+                self._submit(a.spec)
+            elif isinstance(a, Emit):
+                self._emit_caption(a.event)
+            elif isinstance(a, Cancel):
+                entry = self._pending.get(a.request_id)
+                if entry is not None and self.engine.cancel(entry[0]):
+                    del self._pending[a.request_id]
+                    metrics.DECODES_CANCELLED.labels(self.name, entry[2].kind, a.reason).inc()
+                # else: it is running; its result will come back as Discarded
+            elif isinstance(a, Discarded):
+                metrics.DECODES_DISCARDED.labels(self.name, "any", a.reason).inc()
+            elif isinstance(a, Suppressed):
+                metrics.SUPPRESSED.labels(self.name, a.filter).inc(a.count)
 
-    def _request(
-        self,
-        utt: _Utterance,
-        kind: str,
-        end: float,
-        word_timestamps: bool = True,
-        speculative: bool = False,
-        final_quality: bool = False,
-    ) -> None:
-        dec = self.settings.decoder
-        s0 = int(utt.start * SAMPLE_RATE)
-        s1 = int(end * SAMPLE_RATE)
+    def _submit(self, spec: DecodeSpec) -> None:
+        s0 = int(spec.start * SAMPLE_RATE)
+        s1 = int(spec.end * SAMPLE_RATE)
+        s0 = max(s0, self._history.base)
         audio = self._history.slice(s0, s1)
+        dec = self.settings.decoder
         req = DecodeRequest(
-            kind="final" if kind == "final" else "partial",
+            kind=spec.kind,
             audio=audio,
-            offset=utt.start,
-            language=utt.language,
-            languages=dec.languages,
-            prompt=self._prompt(),
-            word_timestamps=word_timestamps,
-            # A long window's partial may become a final (commit), so it is decoded as one.
-            beam_size=dec.beam_size if kind == "final" or final_quality else dec.partial_beam_size,
+            offset=s0 / SAMPLE_RATE,
+            language=spec.language,
+            languages=list(spec.languages) if spec.languages else None,
+            prompt=spec.prompt,
+            word_timestamps=True,
+            beam_size=spec.beam_size,
             stream=self.name,
-            context=30.0 if kind == "final" or final_quality else dec.partial_context,
+            context=spec.context,
+            fallback=spec.fallback,
+            background=self.background,
+            task=dec.task,
+            hotwords=dec.hotwords,
         )
         fut = self.engine.submit(req)
-        if speculative:
-            utt.speculative = (end, fut)
-        else:
-            self._pending.append((fut, utt.number, time.monotonic()))
-
-    def _maybe_speculate(self) -> bool:
-        """During the end-of-speech silence, start the final decode early (live sources only).
-
-        The final's window is [start, speech end + pad] whether or not the silence lasts, so it
-        can be decoded as soon as that audio is in; if the VAD then closes the utterance, the
-        final is out one decode sooner. Returns True while the utterance is in that silence.
-        """
-        utt = self._utt
-        pending_end = self.segmenter.pending_end
-        if utt is None or pending_end is None:
-            if utt is not None and utt.speculative is not None:  # speech resumed
-                utt.speculative[1].cancel()
-                utt.speculative = None
-            return False
-        if self.lockstep or self._consumed / SAMPLE_RATE < pending_end:
-            return True
-        if utt.speculative is not None and abs(utt.speculative[0] - pending_end) < 1e-6:
-            return True
-        if utt.speculative is not None:
-            utt.speculative[1].cancel()
-        self._request(utt, "final", pending_end, speculative=True)
-        return True
-
-    def _maybe_partial(self) -> None:
-        if self._maybe_speculate():
-            return  # nothing new to show while the speaker is silent
-        utt = self._utt
-        dec = self.settings.decoder
-        if utt is None or not dec.partials:
-            return
-        now = self._consumed / SAMPLE_RATE
-        if any(u == utt.number for _, u, _ in self._pending):
-            return  # one decode of this utterance at a time
-        if now - utt.start < MIN_PARTIAL_AUDIO:
-            return
-        interval = dec.step if self.lockstep else max(dec.step, self._last_decode_seconds)
-        if now - self._last_partial_request < interval:
-            return
-        self._last_partial_request = now
-        # Long monologue: past max_window, ask for word times so the agreed prefix can be
-        # committed as a final and the window can slide past it.
-        long_window = now - utt.start > dec.max_window - 2 * dec.step
-        self._request(utt, "partial", now, word_timestamps=long_window, final_quality=long_window)
+        self._pending[spec.id] = (req.id, fut, spec)
 
     def _collect(self, block: bool) -> None:
+        """Handle every finished decode now, in the order they finished (never behind another)."""
         while self._pending:
-            fut, number, _t0 = self._pending[0]
-            if not fut.done() and not block:
-                return
-            hyp = fut.result()  # re-raises a decode failure: the stream stops with the error
-            self._pending.pop(0)
-            self._last_decode_seconds = hyp.decode_seconds
-            if hyp.kind == "final":
-                utt = self._closing.pop(number, None)
-                if utt is not None:
-                    self._on_final(utt, hyp)
-            elif self._utt is not None and self._utt.number == number:
-                self._on_partial(self._utt, hyp)
+            done = [rid for rid, (_e, fut, _s) in self._pending.items() if fut.done()]
+            if not done:
+                if not block:
+                    return
+                wait([f for _e, f, _s in self._pending.values()], timeout=0.5, return_when=FIRST_COMPLETED)
+                continue
+            for rid in done:
+                _eid, fut, spec = self._pending.pop(rid)
+                if fut.cancelled():
+                    continue
+                hyp = fut.result()  # re-raises a decode failure: the stream stops with the error
+                self._last_progress_wall = time.monotonic()
+                self._last_decode_seconds = hyp.decode_seconds
+                actions = self.captioner.on_result(rid, hyp, self.now())
+                for a in actions:
+                    if isinstance(a, Discarded):
+                        metrics.DECODES_DISCARDED.labels(self.name, spec.kind, a.reason).inc()
+                self._act([a for a in actions if not isinstance(a, Discarded)])
             block = False
 
-    def _clean(self, utt: _Utterance, hyp: Hypothesis, speech_end: float) -> tuple[Hypothesis, list[str]]:
-        segments, counts = filter_segments(
-            hyp.segments, self.filters, hyp.language, speech=(utt.speech_start, speech_end)
-        )
-        for name, n in counts.items():
-            metrics.SUPPRESSED.labels(self.name, name).inc(n)
-        cleaned = Hypothesis(
-            kind=hyp.kind,
-            window_start=hyp.window_start,
-            window_end=hyp.window_end,
-            segments=tuple(segments),
-            language=hyp.language,
-            language_probability=hyp.language_probability,
-            decode_seconds=hyp.decode_seconds,
-            suppressed=dict(counts),
-        )
-        return cleaned, cleaned.word_texts
-
-    def _invented(self, text: str, hyp: Hypothesis) -> bool:
-        words = hyp.words
-        mean_p = sum(w.probability for w in words) / len(words) if words else None
-        no_speech = max((s.no_speech_prob for s in hyp.segments), default=0.0)
-        if is_invented_phrase(text, hyp.language, self.filters, mean_p, no_speech):
-            metrics.SUPPRESSED.labels(self.name, "phrases").inc()
-            return True
-        return False
-
-    def _on_partial(self, utt: _Utterance, raw: Hypothesis) -> None:
-        if (
-            utt.language is None
-            and raw.language is not None
-            and raw.window_end - raw.window_start >= 3.0
-            and (raw.language_probability or 0.0) >= LOCK_LANGUAGE_PROBABILITY
-        ):
-            # Enough audio and a clear winner: keep it for the rest of the utterance.
-            utt.language, utt.language_probability = raw.language, raw.language_probability
-        hyp, words = self._clean(utt, raw, raw.window_end)
-        if not words or (not utt.agreement.stable and self._invented(join_words(words), hyp)):
-            return
-        stable, unstable = utt.agreement.update(words)
-        if hyp.words and raw.window_end - utt.start > self.settings.decoder.max_window:
-            shown = stable + unstable
-            taken = self._commit_long(utt, hyp)
-            stable = list(utt.agreement.stable)
-            unstable = shown[taken + len(stable) :]
-        text = join_words(stable + unstable)
-        if text == utt.last_partial_text:
-            return
-        utt.last_partial_text = text
-        utt.rev += 1
-        ev = Partial(
-            stream=self.name,
-            utterance=utt.number,
-            rev=utt.rev,
-            seq=self._seq + 1,
-            text=text,
-            stable=join_words(stable),
-            start=round(utt.start, 3),
-            end=round(raw.window_end, 3),
-            lang=hyp.language,
-            emitted_at=round(self.now(), 3),
-        )
-        metrics.PARTIALS.labels(self.name).inc()
-        metrics.LATENCY.labels(self.name, "partial").observe(max(ev.emitted_at - ev.end, 0.0))
-        self._emit(ev)
-
-    def _commit_long(self, utt: _Utterance, hyp: Hypothesis) -> int:
-        """Emit the agreed prefix of a long window as a final and slide the window past it.
-
-        Returns how many words (from the front of what was shown) became the final.
-        """
-        words = hyp.words
-        texts = [w.text for w in words]
-        stable = list(utt.agreement.stable)
-        if stable:
-            idx = skip_prefix(stable, texts)
-            timed = words[:idx]
+    def _emit_caption(self, ev: Partial | Final) -> None:
+        if isinstance(ev, Final):
+            metrics.FINALS.labels(self.name).inc()
+            metrics.LATENCY.labels(self.name, "final").observe(max(ev.emitted_at - ev.end, 0.0))
         else:
-            # No agreement over a whole window: commit all but the last few words anyway, so
-            # the window stays bounded.
-            if len(words) <= 4:
-                return 0
-            idx = len(words) - 3
-            stable, timed = texts[:idx], words[:idx]
-            utt.agreement.stable = list(stable)
-            utt.agreement.forget_previous()
-        if not timed:
-            return 0
-        cut = timed[-1].end
-        # The words as this (final-quality) decode wrote them; the agreement only chose where.
-        self._final_event(utt, [w.text for w in timed], timed, hyp, end=cut)
-        utt.agreement.commit(len(stable))
-        utt.start = max(cut, utt.start)
-        utt.last_partial_text = None
-        return len(stable)
-
-    def _on_final(self, utt: _Utterance, raw: Hypothesis) -> None:
-        """The utterance's final: a fresh decode of its whole window with the final settings.
-
-        It is not forced to begin with the stable prefix of the partials: partials see audio
-        cut at "now" and are decoded greedily with less encoder context, and on the English set
-        locking their agreed words into finals cost 1.7x the offline WER (6.5 % vs 3.8 % with
-        tiny.en). How often the final revised stable words is counted (stable_revised).
-        """
-        speech_end = utt.closed_at if utt.closed_at is not None else raw.window_end
-        if utt.language is None:
-            utt.language, utt.language_probability = raw.language, raw.language_probability
-        hyp, words = self._clean(utt, raw, speech_end)
-        invented = not words or self._invented(join_words(words), hyp)
-        if not invented and hyp.words:
-            # Only after the whole-utterance check: trimming first could leave half a phrase.
-            kept, dropped = trim_invented_tail(hyp.words, hyp.language, self.filters)
-            if dropped:
-                metrics.SUPPRESSED.labels(self.name, "tail").inc(dropped)
-                hyp = _with_words(hyp, kept)
-                words = hyp.word_texts
-        if invented:
-            if utt.rev > 0:  # take back what partials showed
-                self._emit(
-                    Partial(
-                        stream=self.name,
-                        utterance=utt.number,
-                        rev=utt.rev + 1,
-                        seq=self._seq + 1,
-                        text="",
-                        stable="",
-                        start=round(utt.start, 3),
-                        end=round(speech_end, 3),
-                        lang=hyp.language,
-                        emitted_at=round(self.now(), 3),
-                    )
-                )
-            return
-        stable = utt.agreement.stable
-        if stable and common_prefix(stable, words) < len(stable):
-            metrics.STABLE_REVISED.labels(self.name).inc()
-        self._final_event(utt, words, hyp.words, hyp, end=speech_end)
-
-    def _final_event(
-        self, utt: _Utterance, texts: list[str], hyp_words: list[HypWord], hyp: Hypothesis, end: float
-    ) -> None:
-        words = _timed_words(texts, hyp_words, utt.start, end)
-        self._seq += 1
-        utt.rev += 1
-        start = words[0].start if words else utt.start
-        last_end = words[-1].end if words else end
-        text = join_words(texts)
-        ev = Final(
-            stream=self.name,
-            utterance=utt.number,
-            rev=utt.rev,
-            seq=self._seq,
-            text=text,
-            stable=text,
-            start=round(start, 3),
-            end=round(min(max(last_end, start), end), 3),
-            lang=hyp.language or utt.language,
-            emitted_at=round(self.now(), 3),
-            words=words,
-            lang_probability=utt.language_probability
-            if utt.language_probability is not None
-            else hyp.language_probability,
-        )
-        self._committed_until = max(self._committed_until, ev.end)
-        self._context.append(text)
-        del self._context[: -max(self.settings.decoder.context_finals, 1)]
-        metrics.FINALS.labels(self.name).inc()
-        metrics.LATENCY.labels(self.name, "final").observe(max(ev.emitted_at - ev.end, 0.0))
+            metrics.PARTIALS.labels(self.name).inc()
+            metrics.LATENCY.labels(self.name, "partial").observe(max(ev.emitted_at - ev.end, 0.0))
         self._emit(ev)
-
-
-def _with_words(hyp: Hypothesis, words: list[HypWord]) -> Hypothesis:
-    """The hypothesis cut down to its first len(words) words (segments emptied past them)."""
-    keep = len(words)
-    segments = []
-    for seg in hyp.segments:
-        take = min(keep, len(seg.words))
-        keep -= take
-        if take:
-            segments.append(seg.with_words(seg.words[:take]))
-    return dataclasses.replace(hyp, segments=tuple(segments))
-
-
-def _timed_words(texts: list[str], hyp_words: list[HypWord], start: float, end: float) -> list[Word]:
-    """Attach times to the final's words: those of the matching decoded word, else interpolated."""
-    import difflib
-
-    from streamer.decode.agreement import norm_word
-
-    a = [norm_word(t) for t in texts]
-    b = [norm_word(w.text) for w in hyp_words]
-    times: list[tuple[float, float, float] | None] = [None] * len(texts)
-    for blk in difflib.SequenceMatcher(None, a, b, autojunk=False).get_matching_blocks():
-        for k in range(blk.size):
-            w = hyp_words[blk.b + k]
-            times[blk.a + k] = (w.start, w.end, w.probability)
-    out: list[Word] = []
-    prev_end = start
-    for i, text in enumerate(texts):
-        t = times[i]
-        if t is None:
-            nxt = next((x for x in times[i + 1 :] if x is not None), None)
-            hi = nxt[0] if nxt else end
-            t = (prev_end, max(prev_end, min(hi, end)), 0.0)
-        s, e, p = t
-        out.append(
-            Word(
-                word=text,
-                start=round(s, 3),
-                end=round(max(e, s), 3),
-                probability=round(min(max(p, 0.0), 1.0), 4),
-            )
-        )
-        prev_end = max(e, s)
-    return out
 
 
 def filter_options(settings: Settings) -> FilterOptions:
@@ -653,8 +432,9 @@ def run_file(
     engine: DecodeEngine,
     *,
     realtime: bool,
-    emit: Emit | None = None,
+    emit: Emit_ | None = None,
     filters: FilterOptions | None = None,
+    background: bool = False,
 ) -> list[Partial | Final]:
     """Run one file through a Stream (blocking) and return its caption events in order."""
     from streamer.audio.file import FileSource
@@ -669,7 +449,14 @@ def run_file(
 
     cfg = settings.model_copy(deep=True)
     cfg.source.realtime = realtime
-    stream = Stream(cfg, FileSource(Path(path), realtime=realtime), engine, collect, filters=filters)
+    stream = Stream(
+        cfg,
+        FileSource(Path(path), realtime=realtime),
+        engine,
+        collect,
+        filters=filters,
+        background=background,
+    )
     stream.start()
     stream.join()
     if stream.error:

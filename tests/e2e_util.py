@@ -13,13 +13,18 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 
 
-def streamer(*args: str, env: dict[str, str] | None = None, timeout: float = 900,
-             input: bytes | None = None) -> subprocess.CompletedProcess[str]:
+def streamer(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 900, input: bytes | None = None
+) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, **(env or {})}
     full_env.setdefault("HF_HUB_OFFLINE", "1")
     return subprocess.run(
         [sys.executable, "-m", "streamer", *args],
-        cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout,
+        cwd=REPO,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         input=input.decode("latin-1") if input is not None else None,
     )
 

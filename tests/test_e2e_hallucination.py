@@ -36,8 +36,9 @@ def nonspeech_files(audio_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
 
 @pytest.mark.model
 @pytest.mark.parametrize("model,language", [("tiny.en", "en"), ("base", None)])
-def test_no_words_on_nonspeech(model: str, language: str | None, nonspeech_files: list[Path],
-                               tmp_path: Path) -> None:
+def test_no_words_on_nonspeech(
+    model: str, language: str | None, nonspeech_files: list[Path], tmp_path: Path
+) -> None:
     texts = transcribe_texts(model, nonspeech_files, tmp_path, language)
     emitted = {f.name: text for f, text in texts.items()}
     assert {name: text for name, text in emitted.items() if text} == {}

@@ -30,8 +30,18 @@ TEXT = (
 def test_long_monologue_is_committed_in_bounded_windows(tmp_path: Path) -> None:
     wav = tmp_path / "monologue.wav"
     subprocess.run(["espeak-ng", "-v", "en-us", "-s", "165", "-w", str(wav), TEXT], check=True)
-    res = streamer("transcribe", str(wav), "--model", "tiny.en", "--language", "en", "--format", "jsonl",
-                   "--no-progress", env={"STREAMER_DECODER__MAX_WINDOW": "12"})
+    res = streamer(
+        "transcribe",
+        str(wav),
+        "--model",
+        "tiny.en",
+        "--language",
+        "en",
+        "--format",
+        "jsonl",
+        "--no-progress",
+        env={"STREAMER_DECODER__MAX_WINDOW": "12"},
+    )
     assert res.returncode == 0, res.stderr
     finals = [json.loads(line) for line in res.stdout.splitlines()]
     for f in finals:

@@ -14,8 +14,20 @@ from .e2e_util import jsonl, streamer
 @pytest.mark.model
 def test_realtime_replay_partials_then_finals_fast(audio_dir: Path) -> None:
     path = audio_dir / "en" / "librispeech_2412-153948-0000.flac"
-    res = streamer("run", "--source", f"file:{path}", "--model", "tiny.en", "--language", "en", "--jsonl",
-                   "--no-server", "--transcripts", "", timeout=300)
+    res = streamer(
+        "run",
+        "--source",
+        f"file:{path}",
+        "--model",
+        "tiny.en",
+        "--language",
+        "en",
+        "--jsonl",
+        "--no-server",
+        "--transcripts",
+        "",
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr
     events = jsonl(res.stdout)
     finals = [e for e in events if e["type"] == "final"]

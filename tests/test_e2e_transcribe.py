@@ -72,8 +72,17 @@ def test_base_english_and_korean_close_to_offline(audio_dir: Path, tmp_path: Pat
 @pytest.mark.model
 def test_base_detects_languages_allow_list_and_translates(audio_dir: Path, tmp_path: Path) -> None:
     multi = sorted((audio_dir / "multi").glob("*.flac"))
-    res = streamer("transcribe", *map(str, multi), "--model", "base", "--format", "jsonl", "--no-progress",
-                   "-o", str(tmp_path / "multi"))
+    res = streamer(
+        "transcribe",
+        *map(str, multi),
+        "--model",
+        "base",
+        "--format",
+        "jsonl",
+        "--no-progress",
+        "-o",
+        str(tmp_path / "multi"),
+    )
     assert res.returncode == 0, res.stderr
     right = 0
     for f in multi:
@@ -88,8 +97,16 @@ def test_base_detects_languages_allow_list_and_translates(audio_dir: Path, tmp_p
 
     # This Korean speaker is heard as Japanese by Whisper's detection; an allow-list fixes it.
     ko = audio_dir / "ko" / "emotiontts_pfo00004.flac"
-    res = streamer("transcribe", str(ko), "--model", "base", "--format", "jsonl", "--no-progress",
-                   env={"STREAMER_DECODER__LANGUAGES": '["ko", "en"]'})
+    res = streamer(
+        "transcribe",
+        str(ko),
+        "--model",
+        "base",
+        "--format",
+        "jsonl",
+        "--no-progress",
+        env={"STREAMER_DECODER__LANGUAGES": '["ko", "en"]'},
+    )
     assert res.returncode == 0, res.stderr
     finals = [json.loads(x) for x in res.stdout.splitlines() if x.startswith("{")]
     assert finals and {x["lang"] for x in finals} == {"ko"}

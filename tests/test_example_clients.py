@@ -25,20 +25,51 @@ def test_ws_and_mqtt_examples_print_the_finals(broker: Broker, audio_dir: Path, 
     clip = audio_dir / "en" / "librispeech_2412-153948-0000.flac"
     examples = REPO / "clients" / "examples"
     mqtt = subprocess.Popen(
-        [sys.executable, str(examples / "mqtt_follow.py"), "--port", str(broker.port), "--prefix", "ex",
-         "--count", "2"],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            str(examples / "mqtt_follow.py"),
+            "--port",
+            str(broker.port),
+            "--prefix",
+            "ex",
+            "--count",
+            "2",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     daemon = subprocess.Popen(
-        [sys.executable, "-m", "streamer", "run", "--source", f"file:{clip}", "--model", "tiny.en",
-         "--language", "en", "--port", str(port), "--mqtt", broker.url, "--mqtt-prefix", "ex",
-         "--transcripts", ""],
-        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "streamer",
+            "run",
+            "--source",
+            f"file:{clip}",
+            "--model",
+            "tiny.en",
+            "--language",
+            "en",
+            "--port",
+            str(port),
+            "--mqtt",
+            broker.url,
+            "--mqtt-prefix",
+            "ex",
+            "--transcripts",
+            "",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         ws = subprocess.run(
             [sys.executable, str(examples / "ws_follow.py"), f"ws://127.0.0.1:{port}/ws", "--count", "2"],
-            capture_output=True, text=True, timeout=120,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         mqtt_out, _ = mqtt.communicate(timeout=60)
         assert daemon.wait(timeout=60) == 0, daemon.stderr.read() if daemon.stderr else ""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import queue
 import threading
 import time
 from concurrent.futures import Future
@@ -21,6 +20,7 @@ import numpy as np
 
 from streamer import metrics
 from streamer.decode.hypothesis import Hypothesis, HypSegment, HypWord
+from streamer.decode.scheduler import Pending, Scheduler
 from streamer.errors import UserError
 
 if TYPE_CHECKING:
@@ -31,10 +31,19 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16_000
-_PRIORITY = {"final": 0, "partial": 1}
 
 
 FRAMES_PER_SECOND = 100  # Whisper's log-mel frames
+# Whisper's decoder holds 448 positions, half of them for the prompt.
+MAX_NEW_TOKENS = 220
+
+
+def _would_fall_back(segments: list[HypSegment], opts: DecodeOptions) -> bool:
+    """Whether faster-whisper's fallback rule would have asked for another temperature."""
+    return any(
+        s.compression_ratio > opts.compression_ratio_threshold or s.avg_logprob < opts.log_prob_threshold
+        for s in segments
+    )
 
 
 def _context_model_class() -> type:
@@ -61,7 +70,7 @@ def _context_model_class() -> type:
 
 @dataclass
 class DecodeRequest:
-    kind: Literal["partial", "final"]
+    kind: Literal["step", "final"]
     audio: np.ndarray
     offset: float  # audio-clock time of audio[0]
     language: str | None = None
@@ -71,6 +80,11 @@ class DecodeRequest:
     beam_size: int = 1
     stream: str = "main"
     context: float = 30.0  # seconds of encoder context at least (30 = Whisper's full window)
+    fallback: bool = True  # temperature fallback allowed (only used for long enough windows)
+    background: bool = False  # file work: runs only when no live request waits
+    id: int = 0  # caller's request id (0: the engine assigns one)
+    task: str | None = None  # per-stream override of DecodeOptions.task
+    hotwords: str | None = None  # per-stream override of DecodeOptions.hotwords
 
     @property
     def duration(self) -> float:
@@ -85,6 +99,12 @@ class DecodeOptions:
     log_prob_threshold: float = -1.0
     compression_ratio_threshold: float = 2.4
     hotwords: str | None = None
+    # Decode cost bounds: Whisper may loop or run on through a clipped window; a window of d seconds
+    # gets at most base + d * per_second new tokens, and temperature fallback (a full re-decode per
+    # temperature) only when it holds at least fallback_min_seconds of audio.
+    max_tokens_base: int = 12
+    max_tokens_per_second: float = 12.0
+    fallback_min_seconds: float = 2.0
 
 
 class DecodeEngine:
@@ -100,10 +120,10 @@ class DecodeEngine:
         import ctranslate2
 
         ctranslate2.set_random_seed(0)
-        self._queue: queue.PriorityQueue[tuple[int, int, DecodeRequest | None, Future[Hypothesis] | None]] = (
-            queue.PriorityQueue()
-        )
-        self._counter = itertools.count()
+        self._cond = threading.Condition()
+        self._scheduler: Scheduler[tuple[DecodeRequest, Future[Hypothesis]]] = Scheduler()
+        self._ids = itertools.count(1 << 40)  # apart from callers' own ids
+        self._closed = False
         self._thread = threading.Thread(target=self._work, name="decode-worker", daemon=True)
         self._thread.start()
 
@@ -139,6 +159,8 @@ class DecodeEngine:
             log_prob_threshold=dec.log_prob_threshold,
             compression_ratio_threshold=dec.compression_ratio_threshold,
             hotwords=dec.hotwords,
+            max_tokens_per_second=dec.max_tokens_per_second,
+            fallback_min_seconds=dec.fallback_min_seconds,
         )
         engine = cls(model, resolved.name, opts, load_seconds=load)
         if not engine.multilingual:
@@ -153,26 +175,85 @@ class DecodeEngine:
     # -- scheduling -------------------------------------------------------------------------
 
     def submit(self, request: DecodeRequest) -> Future[Hypothesis]:
+        """Queue a decode; its future completes as soon as it is done (never behind another)."""
         fut: Future[Hypothesis] = Future()
-        self._queue.put((_PRIORITY[request.kind], next(self._counter), request, fut))
+        if not request.id:
+            request.id = next(self._ids)
+        with self._cond:
+            self._scheduler.add(
+                Pending(
+                    id=request.id,
+                    stream=request.stream,
+                    kind=request.kind,
+                    audio_end=request.offset + request.duration,
+                    submitted=time.monotonic(),
+                    item=(request, fut),
+                    background=request.background,
+                )
+            )
+            self._cond.notify()
         return fut
 
+    def cancel(self, request_id: int) -> bool:
+        """Remove a request that has not started; False if it is running or done."""
+        with self._cond:
+            p = self._scheduler.remove(request_id)
+        if p is None:
+            return False
+        p.item[1].cancel()
+        return True
+
+    @property
+    def level(self) -> int:
+        """Degradation level (see scheduler): what streams apply to their next requests."""
+        with self._cond:
+            level = self._scheduler.tick(time.monotonic())
+        metrics.DEGRADED_LEVEL.labels(self.model_name).set(level)
+        return level
+
+    def load(self) -> dict[str, float]:
+        now = time.monotonic()
+        with self._cond:
+            return {
+                "level": self._scheduler.tick(now),
+                "busy": round(self._scheduler.busy_fraction(now), 3),
+                "final_wait": round(self._scheduler.final_wait(now), 3),
+                "queued": len(self._scheduler),
+            }
+
     def close(self) -> None:
-        self._queue.put((99, next(self._counter), None, None))
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
         self._thread.join(timeout=30)
 
     def _work(self) -> None:
         while True:
-            _, _, req, fut = self._queue.get()
-            if req is None or fut is None:
-                return
+            with self._cond:
+                while not self._closed and not len(self._scheduler):
+                    self._cond.wait()
+                if self._closed:
+                    for left in self._scheduler.pending():
+                        left.item[1].cancel()
+                    return
+                p = self._scheduler.pop_next()
+            if p is None:
+                continue
+            req, fut = p.item
             if not fut.set_running_or_notify_cancel():
                 continue
+            started = time.monotonic()
+            metrics.QUEUE_WAIT.labels(req.kind).observe(started - p.submitted)
             try:
-                fut.set_result(self.decode(req))
+                result = self.decode(req)
             except Exception as e:  # reported to the stream that asked
                 log.exception("decode failed")
                 fut.set_exception(e)
+                continue
+            finally:
+                with self._cond:
+                    self._scheduler.record(p, started, time.monotonic())
+            fut.set_result(result)
 
     # -- decoding ----------------------------------------------------------------------------
 
@@ -196,30 +277,40 @@ class DecodeEngine:
             self.model.encode_frames = frames if frames < 30 * FRAMES_PER_SECOND else None
         language = req.language
         lang_prob: float | None = None
-        if language is None:
+        if language is None and req.languages and self.multilingual:
+            # An allow-list needs every language's probability: detect first (one more encoder pass).
             language, lang_prob = self.detect_language(req.audio, req.languages)
         final = req.kind == "final"
+        # Temperature fallback re-decodes the whole window once per temperature: only for finals,
+        # and only for windows long enough to say something worth it (short clipped windows are
+        # where Whisper loops and where fallback cost the most).
+        fallback = final and req.fallback and req.duration >= opts.fallback_min_seconds
+        max_new = int(opts.max_tokens_base + opts.max_tokens_per_second * req.duration)
         kwargs: dict[str, Any] = dict(
-            language=language,
-            task=opts.task if self.multilingual else "transcribe",
+            language=language if self.multilingual else "en",
+            task=(req.task or opts.task) if self.multilingual else "transcribe",
             beam_size=req.beam_size,
-            best_of=req.beam_size if final else 1,
-            # Partials are replaced half a second later: no temperature fallback for them.
-            temperature=list(opts.temperatures) if final else [0.0],
+            best_of=req.beam_size if fallback else 1,
+            temperature=list(opts.temperatures) if fallback else [0.0],
             compression_ratio_threshold=opts.compression_ratio_threshold,
             log_prob_threshold=opts.log_prob_threshold,
             no_speech_threshold=opts.no_speech_threshold,
             condition_on_previous_text=False,
             initial_prompt=req.prompt or None,
-            hotwords=opts.hotwords,
+            hotwords=req.hotwords if req.hotwords is not None else opts.hotwords,
             word_timestamps=req.word_timestamps,
             without_timestamps=not req.word_timestamps,
             vad_filter=False,
+            max_new_tokens=min(max_new, MAX_NEW_TOKENS),
         )
-        segments_iter, _info = self.model.transcribe(req.audio, **kwargs)
+        segments_iter, info = self.model.transcribe(req.audio, **kwargs)
+        if language is None:
+            language, lang_prob = info.language, float(info.language_probability)
         segments: list[HypSegment] = []
         off = req.offset
+        tokens = 0
         for seg in segments_iter:
+            tokens += len(seg.tokens)
             words = tuple(
                 HypWord(w.word, off + w.start, off + w.end, float(w.probability)) for w in (seg.words or [])
             )
@@ -235,6 +326,10 @@ class DecodeEngine:
                 )
             )
         elapsed = time.perf_counter() - t0
+        if tokens >= kwargs["max_new_tokens"] - 1:
+            metrics.DECODE_CUT.labels(req.stream, "tokens").inc()
+        if final and req.fallback and not fallback and _would_fall_back(segments, opts):
+            metrics.DECODE_CUT.labels(req.stream, "fallback").inc()
         metrics.DECODES.labels(req.stream, req.kind).inc()
         metrics.DECODE_SECONDS.labels(req.kind).observe(elapsed)
         if req.duration > 0:

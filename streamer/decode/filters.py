@@ -232,7 +232,15 @@ def trim_invented_tail(
     ):
         squeezed_run += 1
     if squeezed_run >= 2:
-        return words[:-squeezed_run], squeezed_run
+        kept, more = trim_invented_tail(words[:-squeezed_run], lang, opts)
+        return kept, squeezed_run + more
+    # A tail made mostly of words that take no time ("... himself. See you in the next video.
+    # Bye.", where only "Bye." got a tenth of a second) was written, not heard, either.
+    for i in range(max(len(words) - 12, 1), len(words) - 2):
+        tail = words[i:]
+        squeezed_n = sum(1 for w in tail if w.end - w.start < 0.02)
+        if squeezed_n >= 3 and squeezed_n >= 0.6 * len(tail) and tail[0].end - tail[0].start < 0.02:
+            return words[:i], len(tail)
     phrases = phrase_list(lang)
     known = phrases.always | phrases.unless_confident
     for n in range(min(8, len(words) - 1), 0, -1):

@@ -1,0 +1,122 @@
+"""Which decode runs next, and how loaded the decoder is. Pure: no threads, no clock of its own.
+
+The scheduler is the one place that knows every pending request: its kind, its stream, the audio
+time it is about and when it was asked. Rules:
+
+- Tiers: a final (what a viewer waits for) before a step decode (partials and mid-sentence
+  commits), and live work before background work (file transcription jobs).
+- Within a tier, streams take turns (the stream served longest ago first), so one busy stream
+  never starves another; within a stream, the oldest request first.
+- A request the caller cancelled is simply removed (the caller counts why).
+
+Load is measured as the busy fraction of the decoder over a sliding window of wall time, plus how
+long live finals waited in the queue. It maps to a degradation level that streams apply in a fixed
+order: 1 = partial steps thin out, 2 = finals get cheaper (greedy, shorter context, no fallback),
+3 = no step decodes (finals only). Levels fall back with hysteresis once the load is gone.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+TIERS = {"final": 0, "step": 1, "partial": 1}
+BACKGROUND_TIER = 2
+
+
+@dataclass
+class Pending(Generic[T]):
+    id: int
+    stream: str
+    kind: str
+    audio_end: float
+    submitted: float  # caller's clock (wall seconds)
+    item: T
+    background: bool = False
+
+    @property
+    def tier(self) -> int:
+        return BACKGROUND_TIER if self.background else TIERS.get(self.kind, 1)
+
+
+@dataclass
+class Scheduler(Generic[T]):
+    # Sliding window over which the busy fraction is measured (s).
+    window: float = 10.0
+    _pending: dict[int, Pending[T]] = field(default_factory=dict)
+    _served: dict[str, int] = field(default_factory=dict)
+    _turn: int = 0
+    _busy: deque[tuple[float, float]] = field(default_factory=deque)  # (start, end) of decodes
+    _final_waits: deque[tuple[float, float]] = field(default_factory=deque)  # (when, wait)
+    level: int = 0
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def add(self, p: Pending[T]) -> None:
+        self._pending[p.id] = p
+
+    def remove(self, request_id: int) -> Pending[T] | None:
+        return self._pending.pop(request_id, None)
+
+    def pending(self) -> list[Pending[T]]:
+        return list(self._pending.values())
+
+    def pop_next(self) -> Pending[T] | None:
+        if not self._pending:
+            return None
+        best = min(
+            self._pending.values(),
+            key=lambda p: (p.tier, self._served.get(p.stream, -1), p.submitted, p.id),
+        )
+        del self._pending[best.id]
+        self._turn += 1
+        self._served[best.stream] = self._turn
+        return best
+
+    # -- load -------------------------------------------------------------------------------
+
+    def record(self, p: Pending[T], started: float, ended: float) -> None:
+        """A decode ran from `started` to `ended` (wall clock of the caller)."""
+        self._busy.append((started, ended))
+        if p.tier == 0:
+            self._final_waits.append((ended, started - p.submitted))
+        self._update(ended)
+
+    def busy_fraction(self, now: float) -> float:
+        lo = now - self.window
+        while self._busy and self._busy[0][1] < lo:
+            self._busy.popleft()
+        busy = sum(min(e, now) - max(s, lo) for s, e in self._busy if e > lo)
+        return min(max(busy / self.window, 0.0), 1.0)
+
+    def final_wait(self, now: float) -> float:
+        lo = now - self.window
+        while self._final_waits and self._final_waits[0][0] < lo:
+            self._final_waits.popleft()
+        return max((w for _, w in self._final_waits), default=0.0)
+
+    def _update(self, now: float) -> None:
+        busy = self.busy_fraction(now)
+        wait = self.final_wait(now)
+        # What the load asks for now; the level rises at once and falls one step at a time.
+        # A busy decoder alone only thins partials; finals get cheaper only once they wait.
+        want = 0
+        if busy >= 0.85 or wait >= 0.75:
+            want = 1
+        if wait >= 1.5:
+            want = 2
+        if wait >= 3.0:
+            want = 3
+        if want > self.level:
+            self.level = want
+        elif want < self.level and busy < 0.7 and wait < 0.5:
+            self.level -= 1
+
+    def tick(self, now: float) -> int:
+        """Re-evaluate the level when nothing ran for a while (idle decoder => recover)."""
+        self._update(now)
+        return self.level

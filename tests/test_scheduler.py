@@ -1,0 +1,176 @@
+"""Decode scheduler and result collection: pure scheduling rules, then the engine's worker with
+scripted decodes (no model): results are delivered the moment they are done, never behind an
+older request; obsolete requests are cancelled."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Future
+from typing import Any
+
+import numpy as np
+
+from streamer.decode.engine import DecodeEngine, DecodeOptions, DecodeRequest
+from streamer.decode.hypothesis import Hypothesis
+from streamer.decode.scheduler import Pending, Scheduler
+
+
+def _p(i: int, stream: str, kind: str, t: float, background: bool = False) -> Pending[int]:
+    return Pending(id=i, stream=stream, kind=kind, audio_end=t, submitted=t, item=i, background=background)
+
+
+def test_finals_before_steps_and_live_before_background() -> None:
+    s: Scheduler[int] = Scheduler()
+    s.add(_p(1, "a", "step", 1.0))
+    s.add(_p(2, "a", "final", 2.0, background=True))
+    s.add(_p(3, "b", "final", 3.0))
+    s.add(_p(4, "b", "step", 0.5))
+    order = []
+    while (p := s.pop_next()) is not None:
+        order.append(p.id)
+    assert order == [3, 1, 4, 2]
+
+
+def test_streams_take_turns_within_a_tier() -> None:
+    s: Scheduler[int] = Scheduler()
+    for i in range(3):
+        s.add(_p(10 + i, "busy", "step", float(i)))
+    s.add(_p(20, "quiet", "step", 5.0))
+    first = s.pop_next()
+    second = s.pop_next()
+    assert first is not None and second is not None
+    assert {first.stream, second.stream} == {"busy", "quiet"}  # the quiet stream is not starved
+
+
+def test_cancelled_request_is_removed() -> None:
+    s: Scheduler[int] = Scheduler()
+    s.add(_p(1, "a", "step", 1.0))
+    assert s.remove(1) is not None
+    assert s.pop_next() is None
+    assert s.remove(1) is None
+
+
+def test_level_rises_with_final_waits_and_recovers_when_idle() -> None:
+    s: Scheduler[int] = Scheduler(window=10.0)
+    p = _p(1, "a", "final", 0.0)
+    p.submitted = 0.0
+    s.record(p, started=2.0, ended=3.0)  # a final waited 2 s
+    assert s.level == 2
+    p2 = _p(2, "a", "final", 0.0)
+    p2.submitted = 3.0
+    s.record(p2, started=6.5, ended=7.0)  # waited 3.5 s
+    assert s.level == 3
+    # Long idle: the level falls one step per evaluation, never jumps back to 0 at once.
+    assert s.tick(30.0) == 2
+    assert s.tick(31.0) == 1
+    assert s.tick(32.0) == 0
+
+
+def test_busy_decoder_only_thins_partials() -> None:
+    s: Scheduler[int] = Scheduler(window=10.0)
+    t = 0.0
+    for i in range(20):
+        p = _p(i, "a", "step", t)
+        p.submitted = t
+        s.record(p, started=t, ended=t + 0.5)  # back to back: 100 % busy, no final waiting
+        t += 0.5
+    assert s.level == 1
+
+
+class _ScriptedModel:
+    """Stands in for faster-whisper inside DecodeEngine: each decode blocks until the test
+    releases it, so the order in which decodes finish is under the test's control."""
+
+    class model:  # mimics WhisperModel.model
+        is_multilingual = False
+
+    def __init__(self) -> None:
+        self.gates: dict[float, threading.Event] = {}
+        self.started: list[float] = []
+        self.lock = threading.Lock()
+
+    def transcribe(self, audio: np.ndarray, **kw: Any) -> tuple[list[Any], Any]:
+        key = float(audio[0])
+        with self.lock:
+            self.started.append(key)
+            gate = self.gates.setdefault(key, threading.Event())
+        gate.wait(10)
+        return [], type("Info", (), {"language": "en", "language_probability": 1.0})()
+
+
+def _req(kind: str, key: float, stream: str = "s") -> DecodeRequest:
+    return DecodeRequest(kind=kind, audio=np.full(1600, key, dtype=np.float32), offset=key, stream=stream)  # type: ignore[arg-type]
+
+
+def _wait_started(model: _ScriptedModel, n: int) -> None:
+    for _ in range(1000):
+        with model.lock:
+            if len(model.started) >= n:
+                return
+        threading.Event().wait(0.01)
+    raise AssertionError(f"{n} decodes never started: {model.started}")
+
+
+def test_engine_delivers_each_result_when_done_and_cancels_queued() -> None:
+    model = _ScriptedModel()
+    engine = DecodeEngine(model, "scripted", DecodeOptions())  # type: ignore[arg-type]
+    try:
+        step = engine.submit(_req("step", 1.0))
+        _wait_started(model, 1)  # the step is running
+        queued_step = engine.submit(_req("step", 2.0))
+        final = engine.submit(_req("final", 3.0))
+        # The queued step became obsolete: it is cancelled before it runs.
+        assert engine.cancel(queued_step_id := _id_of(engine, queued_step, 2.0))
+        assert queued_step.cancelled()
+        model.gates.setdefault(1.0, threading.Event()).set()
+        step.result(timeout=10)
+        _wait_started(model, 2)
+        assert model.started == [1.0, 3.0]  # the final ran next; the cancelled step never did
+        model.gates.setdefault(3.0, threading.Event()).set()
+        assert isinstance(final.result(timeout=10), Hypothesis)
+        assert not engine.cancel(queued_step_id)
+    finally:
+        for g in list(model.gates.values()):
+            g.set()
+        engine.close()
+
+
+def _id_of(engine: DecodeEngine, fut: Future[Hypothesis], key: float) -> int:
+    for p in engine._scheduler.pending():
+        if p.item[1] is fut:
+            return p.id
+    raise AssertionError("not queued")
+
+
+def test_finished_final_is_delivered_while_an_older_request_is_pending() -> None:
+    """Result collection in the stream handles whatever is done, in completion order."""
+    from streamer.pipeline import Stream
+
+    older: Future[Hypothesis] = Future()
+    newer: Future[Hypothesis] = Future()
+    handled: list[int] = []
+
+    class _Cap:
+        def on_result(self, rid: int, hyp: Hypothesis, now: float) -> list[Any]:
+            handled.append(rid)
+            return []
+
+    stream = Stream.__new__(Stream)
+    stream.name = "s"
+    stream.lockstep = False
+    stream.captioner = _Cap()  # type: ignore[assignment]
+    stream._pending = {1: (101, older, _spec(1, "step")), 2: (102, newer, _spec(2, "final"))}
+    stream._last_decode_seconds = 0.0
+    stream._last_progress_wall = 0.0
+    stream._consumed = 0
+    stream.ring = type("R", (), {"written": 0})()  # type: ignore[assignment]
+    newer.set_result(Hypothesis(kind="final", window_start=0, window_end=1, segments=()))
+    stream._collect(block=False)
+    assert handled == [2]  # the final is out although the older step is still running
+    assert list(stream._pending) == [1]
+
+
+def _spec(i: int, kind: str) -> Any:
+    from streamer.decode.captioner import DecodeSpec
+
+    return DecodeSpec(i, kind, 1, 0.0, 1.0, None, None, None, 1, 15.0, False)  # type: ignore[arg-type]
