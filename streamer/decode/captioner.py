@@ -73,6 +73,9 @@ class CaptionerOptions:
     agreement: bool = True  # commit agreed words mid-utterance; False: finals only at end of speech
     holdback: int = 0  # last agreed words kept back from a commit
     commit_margin: float = 0.2  # audio both agreeing decodes heard after a word (s)
+    # Audio (context before the utterance included) a decode must have heard before it can take
+    # part in a commit: decodes of the first second of an utterance agree on wrong words.
+    min_commit_audio: float = 2.0
     left_context: float = 2.0  # audio before the first unsettled word in every window (s)
     max_window: float = 15.0  # longest window; past it the unsettled words are forced out
     beam_size: int = 5  # final decodes
@@ -169,6 +172,7 @@ class Captioner:
         # Settled words of the stream (for the prompt and to recognise them in later decodes).
         self._settled: deque[HypWord] = deque(maxlen=200)
         self.boundary = 0.0  # audio time up to which words are settled
+        self._last_speech_end: float | None = None  # end of the previous utterance
         self._last_step = -1e9  # audio time of the last step request
         self.revisions = 0  # settled words changed afterwards: must stay 0 (checked in tests)
 
@@ -230,6 +234,7 @@ class Captioner:
             return []
         self.utt = None
         utt.closed_at = end
+        self._last_speech_end = end
         self._closing[utt.number] = utt
         actions: list[Action] = self._drop_steps(utt)
         spec, utt.speculative = utt.speculative, None
@@ -407,7 +412,11 @@ class Captioner:
             actions.append(Suppressed("phrases", 1))
             new = []
         committed: list[HypWord] = []
-        if self.o.agreement and utt.previous:
+        # A cold start (no speech in the left context) needs the previous decode to have heard
+        # min_commit_audio of this utterance; after a short pause the context carries over.
+        cold = self._last_speech_end is None or utt.speech_start - self._last_speech_end > self.o.left_context
+        heard = utt.previous_end - utt.speech_start
+        if self.o.agreement and utt.previous and (not cold or heard >= self.o.min_commit_audio):
             n = 0
             horizon = min(utt.previous_end, spec.end) - self.o.commit_margin
             for a, b in zip(utt.previous, new, strict=False):
