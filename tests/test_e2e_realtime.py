@@ -4,6 +4,7 @@ instead of piling up behind slow decodes. Ordering tests on the audio clock, not
 
 from __future__ import annotations
 
+import itertools
 import wave
 from pathlib import Path
 
@@ -55,9 +56,10 @@ def check_protocol(events: list[dict]) -> None:
             shown = last_partial.get(e["utterance"])
             assert shown is not None, f"final {e['seq']} came from nowhere"
             assert _words(shown["text"])[: len(_words(e["text"]))] == _words(e["text"]), (e, shown)
-        last_partial.pop(e["utterance"], None) if e["last"] else None
+        if e["last"]:
+            last_partial.pop(e["utterance"], None)
     times = [(w["start"], w["end"]) for f in finals for w in f["words"]]
-    for (s0, e0), (s1, _e1) in zip(times, times[1:], strict=False):
+    for (s0, e0), (s1, _e1) in itertools.pairwise(times):
         assert s1 >= s0 and s1 >= e0 - 0.05, "a settled word was said again or out of order"
 
 
