@@ -3,7 +3,10 @@
     python clients/examples/ws_follow.py ws://127.0.0.1:8765/ws?stream=main [--token T] [--count N]
 
 Prints one line per final (`seq<TAB>text`), so nothing is missed or duplicated across restarts of
-this script or of the connection (it passes the last seq it saw as `since`).
+this script or of the connection (it passes the last seq it saw as `since`). With protocol 2 an
+utterance may come as several finals (the last has `last: true`); a display would append them and
+replace its live tail with each partial. When the daemon restarts (`hello.session` changes), `seq`
+starts again at 1, so `since` is reset.
 """
 
 from __future__ import annotations
@@ -27,12 +30,17 @@ def with_since(url: str, since: int, token: str | None) -> str:
 
 
 async def follow(url: str, token: str | None, count: int | None) -> None:
-    since, seen = 0, 0
+    since, seen, session = 0, 0, None
     while True:
         try:
             async with websockets.connect(with_since(url, since, token)) as ws:
                 async for message in ws:
                     event = json.loads(message)
+                    if event.get("type") == "hello":
+                        if session is not None and event.get("session") != session:
+                            since = 0  # a new daemon run: its finals are new, numbered from 1
+                        session = event.get("session")
+                        continue
                     if event.get("type") != "final" or event["seq"] <= since:
                         continue
                     since = event["seq"]
