@@ -37,9 +37,11 @@ async def follow(url: str, token: str | None, count: int | None) -> None:
                 async for message in ws:
                     event = json.loads(message)
                     if event.get("type") == "hello":
-                        if session is not None and event.get("session") != session:
-                            since = 0  # a new daemon run: its finals are new, numbered from 1
+                        restarted = session is not None and event.get("session") != session
                         session = event.get("session")
+                        if restarted and since:
+                            since = 0  # a new daemon run numbers its finals from 1: ask for all
+                            break
                         continue
                     if event.get("type") != "final" or event["seq"] <= since:
                         continue
