@@ -139,8 +139,9 @@ class FilterConfig(_Section):
 class SourceConfig(_Section):
     spec: str = Field(
         "mic",
-        description="mic | mic:DEVICE | file:PATH | stdin | stdin:RATE | demo. The default 'mic' falls back "
-        "to the demo when there is no usable microphone; an explicit value never does.",
+        description="mic | mic:DEVICE | file:PATH | stdin | stdin:RATE | demo | rtp://HOST:PORT[?..] | "
+        "sdp:PATH. The default 'mic' falls back to the demo when there is no usable microphone; an "
+        "explicit value never does.",
     )
     realtime: bool = Field(True, description="Pace file sources at 1x (live-like).")
     # 600 s of 16 kHz float32 is 38 MB: more than that is a typo, not a buffer.

@@ -1,9 +1,9 @@
 """The jitter buffer and the audio timeline of an RTP stream, both free of I/O.
 
 `JitterBuffer` puts packets back in sequence order. A packet that arrives out of order waits in
-the buffer; a missing packet is waited for until either the audio queued behind it spans `depth`
-seconds (by the sender's timestamps) or the first packet behind it has waited `depth` seconds of
-wall time (`now`, passed in), then it is counted lost and skipped. A packet whose place was
+the buffer; a missing packet is waited for until the first packet behind it has waited `depth`
+seconds of wall time (`now`, passed in), then it is counted lost and skipped. At the start of a
+stream the first packet waits `depth` too, for packets that overtook it. A packet whose place was
 already played or given up on is dropped (a duplicate, or late). A new SSRC (a new sender) starts
 the buffer over; so does a sequence number far away from the expected one that the next packet
 confirms (a sender that restarted without changing its SSRC, as RFC 3550 appendix A.1 does).
@@ -28,6 +28,7 @@ DEFAULT_DEPTH = 0.060
 #: Sequence jumps beyond these are treated as a restart of the sender, not as loss or reordering.
 MAX_DROPOUT = 3000
 MAX_MISORDER = 100
+MAX_BUFFERED = 1000  # packets held at most, whatever the depth: a flood cannot grow memory
 _PLAYED_MEMORY = 512  # sequence numbers remembered to tell a duplicate from a late packet
 
 
@@ -154,11 +155,14 @@ class JitterBuffer:
         return out
 
     def _waited(self, now: float) -> bool:
-        """True once the earliest buffered packet waited `depth`, or the queue spans `depth` of audio."""
-        first_packet, first_arrival = self._buf[min(self._buf)]
-        newest_packet = self._buf[max(self._buf)][0]
-        queued = ts_delta(newest_packet.timestamp, first_packet.timestamp)
-        return queued >= self.depth * self.rate or now - first_arrival >= self.depth
+        """True once the earliest buffered packet waited `depth` (or the buffer is full).
+
+        Wall time, not the audio queued behind the gap: senders like `ffmpeg -re` send a burst
+        of packets at once (a 256 ms FLAC frame's worth), so the queue would span more than the
+        depth before a packet delayed by a few ms had any chance to arrive.
+        """
+        first_arrival = self._buf[min(self._buf)][1]
+        return now - first_arrival >= self.depth or len(self._buf) >= MAX_BUFFERED
 
 
 @dataclass
@@ -177,18 +181,33 @@ class Timeline:
         self.max_gap = int(max_gap * rate)
         self.stats = TimelineStats()
         self._expected: int | None = None  # timestamp of the next sample
+        self._skipped = False
 
     def resync(self) -> None:
-        """The next packet starts where the output is now (new sender, sender back from quiet)."""
+        """The next packet starts where the output is now (a new sender)."""
         self._expected = None
+
+    def skip(self, n: int) -> None:
+        """`n` samples of silence went out meanwhile (the sender was quiet): they count as played.
+
+        A sender that paused with its clock running (DTX) then resumes exactly on time. One
+        whose clock stood still (it stalled) would overlap the silence; its audio is not cut
+        then but follows it, since the silence cannot be taken back.
+        """
+        if self._expected is not None:
+            self._expected = (self._expected + n) % (1 << 32)
+            self._skipped = True
 
     def place(self, timestamp: int, samples: np.ndarray) -> list[np.ndarray]:
         """Audio to output for a packet with this timestamp: maybe silence first, maybe trimmed."""
         out: list[np.ndarray] = []
         n = int(samples.shape[0])
+        skipped, self._skipped = self._skipped, False
         if self._expected is not None:
             d = ts_delta(timestamp, self._expected)
-            if d > self.max_gap or d < -max(self.max_gap, n):
+            if d < 0 and skipped:
+                pass  # overlaps silence already out: follow it (see skip)
+            elif d > self.max_gap or d < -max(self.max_gap, n):
                 self.stats.discontinuities += 1
             elif d > 0:
                 out.append(np.zeros(d, dtype=np.float32))

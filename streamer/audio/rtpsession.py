@@ -105,8 +105,6 @@ class RtpSession:
             self.stats.malformed["payload_type"] += 1
             return _EMPTY
         out: list[np.ndarray] = []
-        if self.state == "quiet" and self._timeline is not None:
-            self._timeline.resync()  # the quiet silence already stands for the pause
         self.state = "receiving"
         self.sender = sender
         self._last_arrival = now
@@ -125,6 +123,8 @@ class RtpSession:
             owed = int((now - self._last_arrival) * self.format.rate) - self._quiet_filled
             if owed > 0:
                 self._quiet_filled += owed
+                if self._timeline is not None:
+                    self._timeline.skip(owed)
                 self.stats.quiet_seconds += owed / self.format.rate
                 out.append(self._resampler.feed(np.zeros(owed, dtype=np.float32)))
         return _join(out)
