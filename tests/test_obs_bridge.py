@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -18,8 +19,12 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
+from streamer.audio.decode import load_audio
 from streamer.bus import Bus
 from streamer.config import Settings
 from streamer.obs.bridge import Bridge, ObsClient, ObsError
@@ -125,8 +130,14 @@ def test_text_source_follows_captions_english_and_korean(obs: Obs) -> None:
 
             # Created in the current scene, with the replayed final already shown.
             await until(text, lambda t: t == "This was said before the bridge started.", "the replayed final")
-            items = (await checker.call("GetSceneItemList", {"sceneName": "Scene"}))["sceneItems"]
-            assert [i["inputKind"] for i in items if i["sourceName"] == source] == ["text_ft2_source_v2"]
+
+            async def kinds_in_scene() -> list[str]:
+                items = (await checker.call("GetSceneItemList", {"sceneName": "Scene"}))["sceneItems"]
+                return [i["inputKind"] for i in items if i["sourceName"] == source]
+
+            await until(
+                kinds_in_scene, lambda k: k == ["text_ft2_source_v2"], "the source in the current scene"
+            )
 
             # Protocol 2: a partial previews the tail, a non-last final settles part of it, the
             # next partial carries the rest: no word shows twice, at most two lines of 42.
@@ -200,6 +211,19 @@ def test_reconnects_to_the_daemon_and_to_obs_independently(obs: Obs, tmp_path: P
             # OBS's Text source disappears (a user deleted it): the bridge creates it again.
             await checker.call("RemoveInput", {"inputName": source})
             await until(text, lambda t: t.endswith("and after."), "the re-created source")
+
+            # OBS itself goes away and comes back (same port): the bridge reconnects, finds or
+            # creates the source again and shows what it has, including a final that came
+            # while OBS was gone.
+            await checker.close()
+            await asyncio.to_thread(obs.stop)
+            await publish(bus, [final(4, "OBS was restarted.")])
+            await asyncio.to_thread(obs.start)
+            checker = await ObsClient.open(obs.url, obs.password)
+            everything = (
+                "before the daemon went away said while the bridge was away and after. OBS was restarted."
+            )
+            await until(text, lambda t: t == shown(last_lines(everything, 42, 2)), "the restarted OBS")
         finally:
             await running.stop()
             with contextlib.suppress(Exception):
@@ -342,3 +366,115 @@ def test_cli_waits_for_obs_that_is_not_running() -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+# --- with the real daemon --------------------------------------------------------------------
+
+
+class Daemon:
+    """`streamer run --source stdin` (tiny.en) on a given port; its finals read by a plain client."""
+
+    def __init__(self, port: int, log: Path) -> None:
+        env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+        env.pop("STREAMER_CONFIG", None)
+        self.port = port
+        self.log = log
+        with log.open("ab") as f:
+            self.proc = subprocess.Popen(
+                [
+                    *(sys.executable, "-m", "streamer", "run", "--source", "stdin", "--model", "tiny.en"),
+                    *("--language", "en", "--port", str(port), "--transcripts", ""),
+                ],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=f,
+                env=env,
+                cwd=REPO,
+            )
+
+    async def ready(self) -> None:
+        async def listening() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited: {self.log.read_text()[-2000:]}")
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+            except OSError:
+                return False
+            writer.close()
+            return True
+
+        await until(listening, bool, "the daemon's port", timeout=120)
+
+    async def speak(self, pcm: bytes) -> None:
+        """Feed the speech at about 4x real time, then end the input (the daemon exits)."""
+        assert self.proc.stdin is not None
+        step = 16000
+        for i in range(0, len(pcm), step):
+            await asyncio.to_thread(self.proc.stdin.write, pcm[i : i + step])
+            await asyncio.to_thread(self.proc.stdin.flush)
+            await asyncio.sleep(0.125)
+        self.proc.stdin.close()
+
+    async def finals(self) -> list[str]:
+        """Every final of this daemon run, read until it closes the connection at exit."""
+        texts: list[str] = []
+        async with connect(f"ws://127.0.0.1:{self.port}/ws?since=0") as ws:
+            try:
+                async for raw in ws:
+                    doc = json.loads(raw)
+                    if doc["type"] == "final":
+                        texts.append(doc["text"].strip())
+            except ConnectionClosed:
+                pass
+        return texts
+
+    def wait(self) -> int:
+        return self.proc.wait(120)
+
+
+@pytest.mark.model
+def test_real_daemon_speech_and_its_restart(obs: Obs, audio_dir: Path, tmp_path: Path) -> None:
+    """Two runs of the real daemon on one port: the bridge shows the first run's finals, then
+    sees a new session and follows the second run from its start."""
+
+    def pcm(name: str) -> bytes:
+        samples = np.clip(load_audio(audio_dir / "en" / name), -1.0, 1.0)
+        return bytes((samples * 32767).astype("<i2").tobytes())
+
+    source = "Captions (daemon)"
+    port = free_port()
+
+    async def main() -> None:
+        checker = await ObsClient.open(obs.url, obs.password)
+        bridge = Bridge(bridge_settings(obs, port, source=source), stream="main")
+        running = Running(bridge)
+        said: list[str] = []
+        previous: str | None = None
+        try:
+            for run_no, clip in enumerate(["ljspeech_LJ001-0004.flac", "ljspeech_LJ001-0011.flac"]):
+                daemon = Daemon(port, tmp_path / f"daemon{run_no}.log")
+                await daemon.ready()
+                reader = asyncio.ensure_future(daemon.finals())
+                # Speak once the bridge follows this daemon run: the second run is a new session
+                # (seq starts again at 1), which the bridge must notice.
+                previous = await until(
+                    lambda: asyncio.sleep(0, bridge.state.session),
+                    lambda s, p=previous: s is not None and s != p,
+                    f"the bridge following daemon run {run_no}",
+                )
+                await daemon.speak(pcm(clip))
+                finals = await reader
+                assert daemon.wait() == 0, daemon.log.read_text()[-2000:]
+                assert finals, daemon.log.read_text()[-2000:]
+                said += finals
+                expected = shown(last_lines(" ".join(said), 42, 2))
+                await until(
+                    lambda: text_of(checker, source, running), lambda t, e=expected: t == e, f"run {run_no}"
+                )
+        finally:
+            await running.stop()
+            with contextlib.suppress(Exception):
+                await checker.call("RemoveInput", {"inputName": source})
+            await checker.close()
+
+    run(main(), timeout=240)
