@@ -117,7 +117,7 @@ def test_caption_page_resumes_with_since_after_a_dropped_connection(
     server.publish(*(s.final(f"Sentence number {i}.") for i in range(1, 4)))
     page.wait_for_selector(".final:text-is('Sentence number 3.')", timeout=TIMEOUT)
     # Drop the connection from the page side; finals 4-6 are published while it is away.
-    page.evaluate("captionClient.attempt = 3; captionClient.ws.close()")
+    page.evaluate("captionClient.attempt = 2; captionClient.ws.close()")
     page.wait_for_selector("#state:not(.live)", timeout=TIMEOUT)
     server.publish(*(s.final(f"Sentence number {i}.") for i in range(4, 7)))
     page.wait_for_selector(".final:text-is('Sentence number 6.')", timeout=TIMEOUT)
@@ -127,6 +127,69 @@ def test_caption_page_resumes_with_since_after_a_dropped_connection(
     texts = [f["text"] for f in finals_in_dom(page)]
     assert texts == [f"Sentence number {i}." for i in range(1, 8)]  # none missed, none twice
     assert page.evaluate("captionClient.connections") == 2
+
+
+def test_caption_page_says_when_finals_left_the_history_window(browser: Any) -> None:
+    srv = ScriptedServer(history_finals=2)
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        s = Script()
+        page.goto(srv.url + "/")
+        wait_live(page)
+        srv.publish(s.final("One."))
+        page.wait_for_selector(".final:text-is('One.')", timeout=TIMEOUT)
+        page.evaluate("captionClient.attempt = 2; captionClient.ws.close()")
+        page.wait_for_selector("#state:not(.live)", timeout=TIMEOUT)
+        srv.publish(*(s.final(t) for t in ("Two.", "Three.", "Four.", "Five.")))
+        page.wait_for_selector(".final:text-is('Five.')", timeout=TIMEOUT)
+        # The server kept only the last 2 finals: the page says which ones it could not show.
+        assert page.is_visible("#gap")
+        assert page.text_content("#gap").startswith("Finals 2–3 are no longer kept")
+        assert [f["text"] for f in finals_in_dom(page)] == ["One.", "Four.", "Five."]
+    finally:
+        context.close()
+        srv.close()
+
+
+def test_caption_state_rules_in_the_browser(server: ScriptedServer, page: Any) -> None:
+    """captions.js CaptionState (no DOM, no socket): dedupe, stale partials, paragraphs, sessions."""
+    page.goto(server.url + "/overlay")
+    got = page.evaluate(
+        """async () => {
+            const { CaptionState, paragraphText } = await import('/captions.js');
+            const st = new CaptionState();
+            const f = (seq, utterance, text, last) => ({type: 'final', stream: 'main', seq, utterance, text,
+                                                        last, start: seq, end: seq + 1, lang: 'en'});
+            const p = (seq, utterance, text, stable) => ({type: 'partial', stream: 'main', seq, utterance,
+                                                          rev: 1, text, stable, start: seq, end: seq + 1});
+            const out = {};
+            out.partialOk = st.partial('A', p(1, 0, 'hello wor', 'hello'));
+            st.final('A', f(1, 0, 'hello world,', false));
+            out.liveAfterFinal = st.live;
+            out.stalePartial = st.partial('A', p(1, 0, 'hello world, and', ''));
+            out.tailPartial = st.partial('A', p(2, 0, 'and more', 'and'));
+            st.final('A', f(2, 0, 'and more.', true));
+            out.duplicate = st.final('A', f(2, 0, 'and more.', true));
+            st.final('A', f(3, 1, 'Next one.', true));
+            out.sameSeqNewSession = st.final('B', f(1, 0, 'After restart.', true)) !== null;
+            out.paragraphs = st.paragraphs.map(paragraphText);
+            out.closed = st.paragraphs.map(x => x.closed);
+            out.duplicates = st.duplicates;
+            st.forgetSessions('B');
+            out.keys = [...st.lastSeq.keys()];
+            out.trimmed = st.trim(2).map(paragraphText);
+            return out;
+        }"""
+    )
+    assert got["partialOk"] is True and got["liveAfterFinal"] is None
+    assert got["stalePartial"] is False and got["tailPartial"] is True
+    assert got["duplicate"] is None and got["duplicates"] == 1
+    assert got["sameSeqNewSession"] is True
+    assert got["paragraphs"] == ["hello world, and more.", "Next one.", "After restart."]
+    assert got["closed"] == [True, True, True]
+    assert got["keys"] == ["B|main"]
+    assert got["trimmed"] == ["hello world, and more."]
 
 
 def test_caption_page_search_copy_download_and_scroll(

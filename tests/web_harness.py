@@ -60,12 +60,13 @@ class ScriptedServer:
     """The real caption server (WebSocket + HTTP + static pages) on a Bus the test publishes to."""
 
     def __init__(self, streams: Iterable[str] = ("main",), **server: Any) -> None:
-        self.bus = Bus()
+        cfg = settings(server={"port": 0, **server})
+        # Built like the daemon builds it (streamer/daemon.py), with its memory window.
+        self.bus = Bus(max_finals=cfg.server.history_finals, max_age=cfg.server.history_seconds)
         self.streams = list(streams)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="scripted-server", daemon=True)
         self.thread.start()
-        cfg = settings(server={"port": 0, **server})
         sinks, _ = asyncio.run_coroutine_threadsafe(start(self.bus, cfg, self.streams), self.loop).result(30)
         self.sinks: Sinks = sinks
         port = sinks.server_port
