@@ -135,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         add_bench_arguments(bench)
+        from streamer.bench.soak import add_arguments as add_soak_arguments
+
+        add_soak_arguments(bench)
     return parser
 
 
@@ -177,6 +180,10 @@ def main(argv: list[str] | None = None) -> int:
         handler: Callable[[argparse.Namespace], int]
         if args.command == "devices":
             from streamer.audio.devices import main as handler
+
+            return handler(args)
+        if args.command == "bench" and getattr(args, "soak", False):
+            from streamer.bench.soak import run as handler
 
             return handler(args)
         if args.command == "bench":
