@@ -115,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
         const=False,
         help="fail instead of creating a missing Text source",
     )
+    obs.add_argument(
+        "--font", dest="obs.font", metavar="FACE", help="font of a created source (CJK: a CJK font)"
+    )
     obs.add_argument("--font-size", dest="obs.font_size", type=int, metavar="PT")
     obs.add_argument(
         "--max-chars", dest="layout.max_chars", type=int, metavar="N", help="characters per line (42)"

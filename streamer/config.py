@@ -278,6 +278,10 @@ class ObsConfig(_Section):
     input_kind: str = Field(
         "auto", description="Text input kind to create; auto = GDI+ on Windows, else FreeType 2."
     )
+    font: str | None = Field(
+        None,
+        description="Font of a created Text source (None = Sans Serif / Arial); Korean needs a CJK font.",
+    )
     font_size: int = Field(48, ge=6, le=512, description="Font size of a created Text source.")
     stream_captions: bool = Field(True, description="Send finals as native CEA-608 captions while streaming.")
     reconnect_min: float = Field(0.5, gt=0.0, description="First reconnect delay (s), doubled per failure.")

@@ -126,7 +126,18 @@ class Obs:
 
     def screenshot(self, path: Path) -> None:
         """The virtual screen as PNG (for looking at OBS when a test fails)."""
-        grab = ["-f", "x11grab", "-video_size", "1280x720", "-i", self.display, "-frames:v", "1"]
+        grab = [
+            "-f",
+            "x11grab",
+            "-draw_mouse",
+            "0",
+            "-video_size",
+            "1280x720",
+            "-i",
+            self.display,
+            "-frames:v",
+            "1",
+        ]
         subprocess.run(["ffmpeg", "-loglevel", "error", "-y", *grab, str(path)], check=False)
 
 

@@ -131,12 +131,17 @@ def test_text_source_follows_captions_english_and_korean(obs: Obs) -> None:
             # Created in the current scene, with the replayed final already shown.
             await until(text, lambda t: t == "This was said before the bridge started.", "the replayed final")
 
-            async def kinds_in_scene() -> list[str]:
+            async def in_scene() -> list[tuple[str, int]]:
                 items = (await checker.call("GetSceneItemList", {"sceneName": "Scene"}))["sceneItems"]
-                return [i["inputKind"] for i in items if i["sourceName"] == source]
+                return [
+                    (i["inputKind"], i["sceneItemTransform"]["alignment"])
+                    for i in items
+                    if i["sourceName"] == source
+                ]
 
+            # A FreeType 2 text source at the bottom centre of the canvas.
             await until(
-                kinds_in_scene, lambda k: k == ["text_ft2_source_v2"], "the source in the current scene"
+                in_scene, lambda k: k == [("text_ft2_source_v2", 8)], "the source in the current scene"
             )
 
             # Protocol 2: a partial previews the tail, a non-last final settles part of it, the

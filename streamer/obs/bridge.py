@@ -416,7 +416,9 @@ class Bridge:
             if found is None:
                 raise ObsError("this OBS offers no Text input kind (FreeType 2 or GDI+): set --kind")
             kind = found
-        settings = protocol.text_source_settings(kind, self.state.display(), self.cfg.font_size)
+        settings = protocol.text_source_settings(
+            kind, self.state.display(), self.cfg.font_size, self.cfg.font
+        )
         resp = await client.request(
             "CreateInput",
             {
@@ -431,6 +433,17 @@ class Bridge:
             raise ObsError(
                 f"OBS could not create Text source '{name}' ({kind}) in scene '{scene}': {resp.error()}"
             )
+        video = await client.call("GetVideoSettings")
+        await client.call(
+            "SetSceneItemTransform",
+            {
+                "sceneName": scene,
+                "sceneItemId": resp.data["sceneItemId"],
+                "sceneItemTransform": protocol.bottom_center_transform(
+                    video["baseWidth"], video["baseHeight"]
+                ),
+            },
+        )
         log.info("created Text source '%s' (%s) in scene '%s'", name, kind, scene)
         return f"new Text source '{name}' ({kind}) in scene '{scene}'"
 
