@@ -558,7 +558,7 @@ def test_pages_follow_the_real_daemon_across_a_restart(browser: Any, audio_dir: 
         assert page.locator("hr.break").count() == 1  # the restart is marked between the sessions
         # The display shows the last lines of the new session.
         assert last_text in display.text_content("#captions")
-        page.screenshot(path=str(tmp_path / "caption-page-e2e.png"))
+        page.screenshot(path=str(screenshot_dir(tmp_path) / "caption-page-daemon.png"))
     finally:
         context.close()
         first.stop()
