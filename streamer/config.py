@@ -110,7 +110,7 @@ class DecoderConfig(_Section):
     context_finals: int = Field(3, ge=0, le=100, description="Previous finals passed as the prompt.")
     no_speech_threshold: float = Field(0.6, ge=0.0, le=1.0)
     log_prob_threshold: float = Field(-1.0, le=0.0)
-    compression_ratio_threshold: float = Field(2.4, gt=0.0)
+    compression_ratio_threshold: float = Field(2.4, gt=0.0, le=100.0)
     temperatures: list[Annotated[float, Field(ge=0.0, le=1.0)]] = Field(
         default_factory=lambda: [0.0, 0.2, 0.4], min_length=1, max_length=10
     )
@@ -245,10 +245,10 @@ class LayoutConfig(_Section):
     )
     max_lines: int = Field(2, ge=1, le=4, description="Lines per caption.")
     max_cps: float = Field(
-        17.0, gt=0.0, description="Reading rate (columns per second) that sets display time."
+        17.0, gt=0.0, le=100.0, description="Reading rate (columns per second) that sets display time."
     )
-    min_duration: float = Field(1.0, ge=0.0, description="Shortest time a caption stays up (s).")
-    max_duration: float = Field(7.0, gt=0.0, description="Longest time a caption stays up (s).")
+    min_duration: float = Field(1.0, ge=0.0, le=60.0, description="Shortest time a caption stays up (s).")
+    max_duration: float = Field(7.0, gt=0.0, le=600.0, description="Longest time a caption stays up (s).")
 
     @model_validator(mode="after")
     def _durations(self) -> LayoutConfig:
@@ -284,8 +284,10 @@ class ObsConfig(_Section):
     )
     font_size: int = Field(48, ge=6, le=512, description="Font size of a created Text source.")
     stream_captions: bool = Field(True, description="Send finals as native CEA-608 captions while streaming.")
-    reconnect_min: float = Field(0.5, gt=0.0, description="First reconnect delay (s), doubled per failure.")
-    reconnect_max: float = Field(30.0, gt=0.0, description="Longest reconnect delay (s).")
+    reconnect_min: float = Field(
+        0.5, gt=0.0, le=3600.0, description="First reconnect delay (s), doubled per failure."
+    )
+    reconnect_max: float = Field(30.0, gt=0.0, le=86400.0, description="Longest reconnect delay (s).")
 
 
 class ServiceConfig(_Section):
