@@ -177,8 +177,11 @@ def test_text_source_follows_captions_english_and_korean(obs: Obs) -> None:
     run(main(), timeout=90)
 
 
-def test_reconnects_to_the_daemon_and_to_obs_independently(obs: Obs, tmp_path: Path) -> None:
+def test_reconnects_to_the_daemon_and_to_obs_independently(tmp_path: Path) -> None:
     source = "Captions (reconnect)"
+    # An OBS of its own: this test stops and restarts it.
+    obs = Obs(tmp_path / "obs")
+    obs.start()
 
     async def main() -> None:
         bus = Bus()
@@ -236,7 +239,10 @@ def test_reconnects_to_the_daemon_and_to_obs_independently(obs: Obs, tmp_path: P
             await checker.close()
             await sinks.close()
 
-    run(main(), timeout=90)
+    try:
+        run(main(), timeout=90)
+    finally:
+        obs.stop()
 
 
 def test_native_captions_reach_the_stream(obs: Obs, tmp_path: Path) -> None:
@@ -350,7 +356,12 @@ def test_cli_one_line_errors(obs: Obs, extra: list[str], message: str) -> None:
     password = [] if "--obs-password" in extra or not extra else ["--obs-password", obs.password]
     # No daemon is listening: the bridge retries that side while the OBS side fails for good.
     proc = cli("--obs", obs.url, "--daemon", f"ws://127.0.0.1:{free_port()}/ws", *password, *extra)
-    _, err = proc.communicate(timeout=60)
+    try:
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:  # it should have ended by itself: do not leave it retrying
+            proc.kill()
+            proc.wait(10)
     assert proc.returncode == 1, err
     lines = errors(err)
     assert len(lines) == 1 and lines[0].startswith(message), err
