@@ -663,9 +663,12 @@ class Runner:
             self.tick(item.seconds, f"offline {model}: non-speech {item.name}")
         return {"files": files, "total_words": sum(f["words"] for f in files.values())}
 
-    def daemon_probe(self, model: str, refs: dict[str, list[m.RefWord]]) -> dict[str, Any] | None:
-        """One real daemon at 1x on the first latency file: startup, first caption, RSS, CPU."""
-        from streamer.bench.capacity import daemon_command, run_daemons
+    def daemon_probe(
+        self, model: str, refs: dict[str, list[m.RefWord]], overrides: dict[str, Any] | None = None
+    ) -> dict[str, Any] | None:
+        """One real daemon at 1x on the first latency file: startup, first caption, RSS, CPU.
+        A configuration's overrides reach it as STREAMER_* environment variables."""
+        from streamer.bench.capacity import daemon_command, run_daemons, settings_env
 
         if not self.plan.latency:
             return None
@@ -673,7 +676,10 @@ class Runner:
         work = self.out_dir / "work"
         work.mkdir(parents=True, exist_ok=True)
         cmd = daemon_command(item.path, model, item.lang or "en", work / "transcripts")
-        run = run_daemons([cmd], work, timeout=item.seconds * 3 + 120)[0]
+        env = settings_env(
+            {k: v for k, v in (overrides or {}).items() if k not in ("model.name", "decoder.language")}
+        )
+        run = run_daemons([cmd], work, timeout=item.seconds * 3 + 120, env_extra=env)[0]
         self.tick(item.seconds, f"daemon {model}")
         ref = refs.get(item.name, [])
         first_word_end = ref[0].end if ref else None
@@ -753,6 +759,9 @@ class Runner:
                 close = getattr(engine, "close", None)
                 if close is not None:
                     close()
+            if cfg.overrides and self.plan.daemon_probe:
+                # Peak RSS and startup of this configuration (the model's defaults are probed once).
+                entry["daemon"] = self.daemon_probe(cfg.model, refs, cfg.overrides)
             if self.plan.overload_seconds and self.concat_seconds(cfg.model):
                 # Its own engine (one decode thread), after this configuration's engine is closed.
                 entry["overload"] = self.overload(cfg, refs)
