@@ -237,6 +237,24 @@ class TranscriptConfig(_Section):
     rotate_bytes: int = Field(50_000_000, ge=1024, le=2**40)
 
 
+class ApiConfig(_Section):
+    """The OpenAI-compatible file API on the server's port (/v1/audio/..., /v1/jobs)."""
+
+    enabled: bool = Field(True, description="Serve /v1/audio/... and /v1/jobs (needs server.enabled).")
+    max_upload_mb: float = Field(200.0, gt=0.0, le=10240.0, description="Largest upload (MB); larger: 413.")
+    max_requests: int = Field(
+        2, ge=1, le=64, description="Transcriptions answered at once (POST /v1/audio/...); more: 429."
+    )
+    max_jobs: int = Field(16, ge=1, le=10_000, description="Jobs queued or running at once; more: 429.")
+    result_ttl: float = Field(
+        86400.0, gt=0.0, le=366 * 86400.0, description="Seconds a finished job's result is kept."
+    )
+    state_dir: Path = Field(Path("state"), description="Jobs' uploads, state and results (survive restarts).")
+    engine_cache: int = Field(
+        2, ge=0, le=8, description="Extra models/tasks kept loaded for requests that need them (0 = none)."
+    )
+
+
 class LayoutConfig(_Section):
     """Caption layout (streamer/layout.py): SRT/WebVTT cues, the OBS bridge, the pages' wrapping."""
 
@@ -319,6 +337,7 @@ class Settings(BaseSettings):
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     transcripts: TranscriptConfig = Field(default_factory=TranscriptConfig)
     layout: LayoutConfig = Field(default_factory=LayoutConfig)
+    api: ApiConfig = Field(default_factory=ApiConfig)
     obs: ObsConfig = Field(default_factory=ObsConfig)
     service: ServiceConfig = Field(default_factory=ServiceConfig)
 

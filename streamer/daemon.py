@@ -177,6 +177,7 @@ async def _start_sinks(settings: Settings, bus: Bus, streams: list[Stream], engi
                 bus=bus,
                 streams={s.name: s for s in streams},
                 model=engine.model_name,
+                engine=engine,  # the file API runs uploads on the daemon's engine
                 version=__version__,
             )
         )
