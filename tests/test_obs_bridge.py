@@ -34,7 +34,7 @@ from streamer.obs.protocol import ObsRequestError
 from .helpers_mosquitto import free_port
 from .helpers_obs import Obs, RtmpReceiver, cea608_captions, obs_missing_reason
 from .sink_events import final, partial
-from .sink_harness import publish, run, settings, start
+from .sink_harness import http_get, publish, run, settings, start
 
 pytestmark = [
     pytest.mark.slow,
@@ -243,6 +243,41 @@ def test_reconnects_to_the_daemon_and_to_obs_independently(tmp_path: Path) -> No
         run(main(), timeout=90)
     finally:
         obs.stop()
+
+
+def test_waits_while_the_daemon_is_full(obs: Obs) -> None:
+    """HTTP 503 (server.max_clients reached) is retried, not fatal; the bridge follows once a slot frees."""
+    source = "Captions (full)"
+
+    async def main() -> None:
+        bus = Bus()
+        sinks, _ = await start(bus, settings(server={"max_clients": 1}))
+        checker = await ObsClient.open(obs.url, obs.password)
+        other = await connect(f"ws://127.0.0.1:{sinks.server_port}/ws")
+        running = Running(Bridge(bridge_settings(obs, sinks.server_port, source=source), stream="main"))
+        try:
+            await until(lambda: text_of(checker, source, running), lambda t: t == "", "the source")
+            await publish(bus, [final(1, "the daemon had no room for the bridge")])
+            refused = await until(
+                lambda: http_get(sinks.server_port or 0, "/metrics"),
+                lambda r: 'streamer_ws_rejected_total{reason="max_clients"}' in r[2].decode(),
+                "a refused upgrade",
+            )
+            assert refused[0] == 200
+            await other.close()
+            await until(
+                lambda: text_of(checker, source, running),
+                lambda t: t == "the daemon had no room for the bridge",
+                "the bridge following once a slot is free",
+            )
+        finally:
+            await running.stop()
+            with contextlib.suppress(Exception):
+                await checker.call("RemoveInput", {"inputName": source})
+            await checker.close()
+            await sinks.close()
+
+    run(main(), timeout=60)
 
 
 def test_native_captions_reach_the_stream(obs: Obs, tmp_path: Path) -> None:
