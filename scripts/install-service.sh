@@ -20,7 +20,18 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
-echo "install-service: virtual environment in $PREFIX"
+# The service runs with ProtectHome=yes: an interpreter under /root or /home (pyenv, conda) would be
+# invisible to it.
+real_python="$(readlink -f "$(command -v "$PYTHON")")"
+case "$real_python" in
+    /root/* | /home/*)
+        echo "install-service: $real_python is under /root or /home, which the service cannot read" \
+            "(ProtectHome=yes); use a system Python, e.g. PYTHON=/usr/bin/python3" >&2
+        exit 1
+        ;;
+esac
+
+echo "install-service: virtual environment in $PREFIX ($real_python)"
 "$PYTHON" -m venv "$PREFIX"
 "$PREFIX/bin/pip" install --quiet --upgrade pip
 "$PREFIX/bin/pip" install --quiet ".[${EXTRAS}]"

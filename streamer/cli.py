@@ -115,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
         const=False,
         help="fail instead of creating a missing Text source",
     )
+    obs.add_argument(
+        "--font", dest="obs.font", metavar="FACE", help="font of a created source (CJK: a CJK font)"
+    )
     obs.add_argument("--font-size", dest="obs.font_size", type=int, metavar="PT")
     obs.add_argument(
         "--max-chars", dest="layout.max_chars", type=int, metavar="N", help="characters per line (42)"
@@ -135,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         add_bench_arguments(bench)
+        from streamer.bench.soak import add_arguments as add_soak_arguments
+
+        add_soak_arguments(bench)
     return parser
 
 
@@ -177,6 +183,10 @@ def main(argv: list[str] | None = None) -> int:
         handler: Callable[[argparse.Namespace], int]
         if args.command == "devices":
             from streamer.audio.devices import main as handler
+
+            return handler(args)
+        if args.command == "bench" and getattr(args, "soak", False):
+            from streamer.bench.soak import run as handler
 
             return handler(args)
         if args.command == "bench":

@@ -126,7 +126,7 @@ class DecoderConfig(_Section):
     context_finals: int = Field(3, ge=0, le=100, description="Previous finals passed as the prompt.")
     no_speech_threshold: float = Field(0.6, ge=0.0, le=1.0)
     log_prob_threshold: float = Field(-1.0, le=0.0)
-    compression_ratio_threshold: float = Field(2.4, gt=0.0)
+    compression_ratio_threshold: float = Field(2.4, gt=0.0, le=100.0)
     temperatures: list[Annotated[float, Field(ge=0.0, le=1.0)]] = Field(
         default_factory=lambda: [0.0, 0.2, 0.4], min_length=1, max_length=10
     )
@@ -155,8 +155,9 @@ class FilterConfig(_Section):
 class SourceConfig(_Section):
     spec: str = Field(
         "mic",
-        description="mic | mic:DEVICE | file:PATH | stdin | stdin:RATE | demo. The default 'mic' falls back "
-        "to the demo when there is no usable microphone; an explicit value never does.",
+        description="mic | mic:DEVICE | file:PATH | stdin | stdin:RATE | demo | rtp://HOST:PORT[?..] | "
+        "sdp:PATH. The default 'mic' falls back to the demo when there is no usable microphone; an "
+        "explicit value never does.",
     )
     realtime: bool = Field(True, description="Pace file sources at 1x (live-like).")
     # 600 s of 16 kHz float32 is 38 MB: more than that is a typo, not a buffer.
@@ -252,6 +253,24 @@ class TranscriptConfig(_Section):
     rotate_bytes: int = Field(50_000_000, ge=1024, le=2**40)
 
 
+class ApiConfig(_Section):
+    """The OpenAI-compatible file API on the server's port (/v1/audio/..., /v1/jobs)."""
+
+    enabled: bool = Field(True, description="Serve /v1/audio/... and /v1/jobs (needs server.enabled).")
+    max_upload_mb: float = Field(200.0, gt=0.0, le=10240.0, description="Largest upload (MB); larger: 413.")
+    max_requests: int = Field(
+        2, ge=1, le=64, description="Transcriptions answered at once (POST /v1/audio/...); more: 429."
+    )
+    max_jobs: int = Field(16, ge=1, le=10_000, description="Jobs queued or running at once; more: 429.")
+    result_ttl: float = Field(
+        86400.0, gt=0.0, le=366 * 86400.0, description="Seconds a finished job's result is kept."
+    )
+    state_dir: Path = Field(Path("state"), description="Jobs' uploads, state and results (survive restarts).")
+    engine_cache: int = Field(
+        2, ge=0, le=8, description="Extra models/tasks kept loaded for requests that need them (0 = none)."
+    )
+
+
 class LayoutConfig(_Section):
     """Caption layout (streamer/layout.py): SRT/WebVTT cues, the OBS bridge, the pages' wrapping."""
 
@@ -260,10 +279,10 @@ class LayoutConfig(_Section):
     )
     max_lines: int = Field(2, ge=1, le=4, description="Lines per caption.")
     max_cps: float = Field(
-        17.0, gt=0.0, description="Reading rate (columns per second) that sets display time."
+        17.0, gt=0.0, le=100.0, description="Reading rate (columns per second) that sets display time."
     )
-    min_duration: float = Field(1.0, ge=0.0, description="Shortest time a caption stays up (s).")
-    max_duration: float = Field(7.0, gt=0.0, description="Longest time a caption stays up (s).")
+    min_duration: float = Field(1.0, ge=0.0, le=60.0, description="Shortest time a caption stays up (s).")
+    max_duration: float = Field(7.0, gt=0.0, le=600.0, description="Longest time a caption stays up (s).")
 
     @model_validator(mode="after")
     def _durations(self) -> LayoutConfig:
@@ -293,10 +312,16 @@ class ObsConfig(_Section):
     input_kind: str = Field(
         "auto", description="Text input kind to create; auto = GDI+ on Windows, else FreeType 2."
     )
+    font: str | None = Field(
+        None,
+        description="Font of a created Text source (None = Sans Serif / Arial); Korean needs a CJK font.",
+    )
     font_size: int = Field(48, ge=6, le=512, description="Font size of a created Text source.")
     stream_captions: bool = Field(True, description="Send finals as native CEA-608 captions while streaming.")
-    reconnect_min: float = Field(0.5, gt=0.0, description="First reconnect delay (s), doubled per failure.")
-    reconnect_max: float = Field(30.0, gt=0.0, description="Longest reconnect delay (s).")
+    reconnect_min: float = Field(
+        0.5, gt=0.0, le=3600.0, description="First reconnect delay (s), doubled per failure."
+    )
+    reconnect_max: float = Field(30.0, gt=0.0, le=86400.0, description="Longest reconnect delay (s).")
 
 
 class ServiceConfig(_Section):
@@ -328,6 +353,7 @@ class Settings(BaseSettings):
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     transcripts: TranscriptConfig = Field(default_factory=TranscriptConfig)
     layout: LayoutConfig = Field(default_factory=LayoutConfig)
+    api: ApiConfig = Field(default_factory=ApiConfig)
     obs: ObsConfig = Field(default_factory=ObsConfig)
     service: ServiceConfig = Field(default_factory=ServiceConfig)
 

@@ -1,4 +1,4 @@
-"""`streamer run`: one stream from the configured source to every configured sink.
+"""`streamer run`: the configured source(s) to every configured sink, supervised for systemd.
 
 The asyncio loop in the main thread owns the network sinks and the supervision: it tells
 systemd (notify protocol) when the daemon is ready, feeds the watchdog while every pipeline makes
@@ -89,9 +89,9 @@ class _Daemon:
     args: argparse.Namespace
     engine: DecodeEngine
     bus: Bus
-    stream: Stream
+    streams: list[Stream]
     notifier: Notifier
-    heartbeat: LoopHeartbeat
+    heartbeats: dict[str, LoopHeartbeat]
     decodes: DecodeMonitor
     sinks: Sinks | None = None
     last_caption: float | None = None
@@ -107,15 +107,18 @@ class _Daemon:
         return server.client_count if server is not None else 0
 
     def probes(self, now: float) -> list[StreamProbe]:
-        s = self.stream
         return [
             StreamProbe(
                 name=s.name,
                 state=str(s.health()["state"]),
-                beat_age=self.heartbeat.age(now),
+                beat_age=self.heartbeats[s.name].age(now),
                 oldest_decode_age=self.decodes.oldest_age(s.name, now),
             )
+            for s in self.streams
         ]
+
+    def running(self) -> bool:
+        return not all(s.join(timeout=0) for s in self.streams)
 
     def status(self, now: float, problems: list[str] | None = None) -> str:
         age = None if self.last_caption is None else now - self.last_caption
@@ -125,26 +128,27 @@ class _Daemon:
 async def _serve(settings: Settings, args: argparse.Namespace, source: Source, engine: DecodeEngine) -> int:
     bus = Bus(max_finals=settings.server.history_finals, max_age=settings.server.history_seconds)
     bus.add_stream(settings.stream)
-    stream = Stream(settings, source, engine, bus.publish)
+    streams = [Stream(settings, source, engine, bus.publish)]
     d = _Daemon(
         settings=settings,
         args=args,
         engine=engine,
         bus=bus,
-        stream=stream,
+        streams=streams,
         notifier=Notifier.from_env(),
-        heartbeat=LoopHeartbeat(stream.ring),
+        heartbeats={s.name: LoopHeartbeat(s.ring) for s in streams},
         decodes=DecodeMonitor(engine),
     )
     install_test_hang(engine)
     console = ConsoleSink(jsonl=getattr(args, "jsonl", False))
     bus.subscribe(console)
     bus.subscribe(d.on_event)
-    d.sinks = await _start_sinks(settings, bus, stream, engine)
+    d.sinks = await _start_sinks(settings, bus, streams, engine)
     _print_address(d.sinks)
     _install_signal_handlers(d)
-    stream.start()
-    log.info("stream %s: %s -> model %s", stream.name, source.description, engine.model_name)
+    for s in streams:
+        s.start()
+        log.info("stream %s: %s -> model %s", s.name, s.source.description, engine.model_name)
     try:
         if await _wait_capturing(d):
             d.notifier.ready(d.status(time.monotonic()))
@@ -157,13 +161,13 @@ async def _serve(settings: Settings, args: argparse.Namespace, source: Source, e
             await asyncio.to_thread(_fsync_transcripts, d.sinks)
         await asyncio.to_thread(console.close)  # bounded: a stuck stdout does not hold the exit
         d.notifier.close()
-    if stream.error:
-        print(f"streamer: {stream.error}", file=sys.stderr)
-        return 1
-    return 0
+    errors = [s.error for s in streams if s.error]
+    for error in errors:
+        print(f"streamer: {error}", file=sys.stderr)
+    return 1 if errors else 0
 
 
-async def _start_sinks(settings: Settings, bus: Bus, stream: Stream, engine: DecodeEngine) -> Sinks:
+async def _start_sinks(settings: Settings, bus: Bus, streams: list[Stream], engine: DecodeEngine) -> Sinks:
     from streamer.sinks import SinkContext, start_sinks
 
     try:
@@ -171,8 +175,9 @@ async def _start_sinks(settings: Settings, bus: Bus, stream: Stream, engine: Dec
             SinkContext(
                 settings=settings,
                 bus=bus,
-                streams={stream.name: stream},
+                streams={s.name: s for s in streams},
                 model=engine.model_name,
+                engine=engine,  # the file API runs uploads on the daemon's engine
                 version=__version__,
             )
         )
@@ -225,25 +230,26 @@ def _stop(d: _Daemon) -> None:
         d.stopping = True
         log.info("stopping: closing the open utterance and flushing every sink")
         d.notifier.stopping("stopping: flushing captions")
-    d.stream.stop()
+    for s in d.streams:
+        s.stop()
 
 
 async def _wait_capturing(d: _Daemon) -> bool:
-    """Wait until the stream loop has read audio (READY=1 means captions can flow)."""
-    while not d.stream.join(timeout=0):
-        if d.stream.health()["last_audio_age"] is not None:
+    """Wait until every stream loop has read audio (READY=1 means captions can flow)."""
+    while d.running():
+        if all(s.health()["last_audio_age"] is not None or s.join(timeout=0) for s in d.streams):
             return True
         await asyncio.sleep(_POLL)
     return False
 
 
 async def _supervise(d: _Daemon) -> None:
-    """Until the stream ends: feed the watchdog while every pipeline progresses, refresh STATUS."""
+    """Until the streams end: feed the watchdog while every pipeline progresses, refresh STATUS."""
     interval = watchdog_interval(os.environ)
     period = interval if interval is not None else STATUS_INTERVAL
     next_tick = time.monotonic()
     stalled_before = False
-    while not d.stream.join(timeout=0):
+    while d.running():
         now = time.monotonic()
         if now >= next_tick and not d.stopping:
             next_tick = now + period
@@ -318,7 +324,8 @@ def _apply_live(d: _Daemon, new: Settings, live: dict[str, Any]) -> None:
     if "log_level" in live:
         logging.getLogger().setLevel(d.settings.log_level.upper())
     if any(k.startswith(("filters.", "decoder.")) for k in live):
-        d.stream.filters = filter_options(d.settings)
+        for s in d.streams:
+            s.filters = filter_options(d.settings)
     if ENGINE_KEYS & live.keys() and hasattr(d.engine, "options"):
         dec = d.settings.decoder
         d.engine.options = dataclasses.replace(

@@ -76,6 +76,23 @@ SUPPRESSED = Counter(
     "streamer_hallucinations_suppressed", "Segments or words dropped by a filter", ["stream", "filter"]
 )
 
+RTP_PACKETS = Counter("streamer_rtp_datagrams", "UDP datagrams received by an RTP source", ["stream"])
+RTP_BYTES = Counter("streamer_rtp_bytes", "Bytes of UDP datagrams received by an RTP source", ["stream"])
+RTP_EVENTS = Counter(
+    "streamer_rtp_packets",
+    "RTP packets by what the jitter buffer did: lost (never came), reordered, late (dropped), duplicate",
+    ["stream", "event"],
+)
+RTP_MALFORMED = Counter(
+    "streamer_rtp_malformed", "RTP datagrams dropped as malformed or undecodable", ["stream", "kind"]
+)
+RTP_REJECTED = Counter(
+    "streamer_rtp_rejected", "RTP datagrams from senders not on the allow-list", ["stream"]
+)
+RTP_CONCEALED = Counter(
+    "streamer_rtp_concealed_seconds", "Silence inserted for lost RTP packets (s)", ["stream"]
+)
+
 WS_CLIENTS = Gauge("streamer_ws_clients", "Connected WebSocket clients")
 WS_DROPPED_PARTIALS = Counter("streamer_ws_dropped_partials", "Partials dropped for slow clients")
 WS_SLOW_CLOSED = Counter("streamer_ws_slow_clients_closed", "Clients closed for falling behind on finals")

@@ -1,4 +1,4 @@
-"""A real, headless OBS Studio for tests (Debian obs-studio 29+, xvfb, dbus-x11), and an RTMP receiver.
+"""A real, headless OBS Studio for tests (Debian obs-studio 29+, xvfb, dbus-daemon), and an RTMP receiver.
 
 OBS runs under its own Xvfb with software OpenGL and a private HOME/XDG_CONFIG_HOME whose global.ini
 enables obs-websocket on a free port with a password and skips the first-run wizard. Ready when
@@ -23,9 +23,9 @@ OBS = shutil.which("obs")
 
 
 def obs_missing_reason() -> str | None:
-    for tool in ("obs", "Xvfb", "dbus-launch"):
+    for tool in ("obs", "Xvfb", "dbus-run-session"):
         if shutil.which(tool) is None:
-            return f"{tool} not installed (apt-get install obs-studio xvfb dbus-x11)"
+            return f"{tool} not installed (apt-get install obs-studio xvfb dbus-daemon)"
     return None
 
 
@@ -93,9 +93,11 @@ class Obs:
             self.display = ":" + f.readline().strip()
         env["DISPLAY"] = self.display
         with self.log.open("ab") as log:
-            # A session of its own so that teardown ends dbus-launch, its bus and obs together.
+            # A session of its own so that teardown ends obs and its D-Bus together. The bus comes
+            # from dbus-run-session (its child, in the process group) rather than
+            # `dbus-launch --exit-with-session`, whose forked bus daemon would outlive teardown.
             self.proc = subprocess.Popen(
-                ["dbus-launch", "--exit-with-session", "obs", "--disable-shutdown-check", "--multi"],
+                ["dbus-run-session", "--", "obs", "--disable-shutdown-check", "--multi"],
                 env=env,
                 cwd=self.dir,
                 stdout=log,
@@ -126,7 +128,18 @@ class Obs:
 
     def screenshot(self, path: Path) -> None:
         """The virtual screen as PNG (for looking at OBS when a test fails)."""
-        grab = ["-f", "x11grab", "-video_size", "1280x720", "-i", self.display, "-frames:v", "1"]
+        grab = [
+            "-f",
+            "x11grab",
+            "-draw_mouse",
+            "0",
+            "-video_size",
+            "1280x720",
+            "-i",
+            self.display,
+            "-frames:v",
+            "1",
+        ]
         subprocess.run(["ffmpeg", "-loglevel", "error", "-y", *grab, str(path)], check=False)
 
 

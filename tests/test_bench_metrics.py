@@ -322,7 +322,8 @@ def test_flicker_normalized_ignores_punctuation_and_case() -> None:
         partial("The block books...", 0, 1.5),
         final("The block books.", 0, 2.0),
     ]
-    assert m.flicker(events) == m.Flicker(revised=3, shown=6)
+    # the -> The, books... -> books.: two words changed as displayed (block only moved on).
+    assert m.flicker(events) == m.Flicker(revised=2, shown=5)
     assert m.flicker(events, normalized="en") == m.Flicker(revised=0, shown=3)
 
 
@@ -400,7 +401,18 @@ def test_revision_of_a_stable_word_is_counted() -> None:
     ]
     s = m.settling(events)
     assert s.revisions == 1
-    assert s.tail.revised == 1  # 'sat' went with it
+    assert s.tail.revised == 0  # 'sat' did not change; 'on' is new
+    assert s.tail.shown == 3  # sat; hat (now unsettled); on
+
+
+def test_inserting_into_settled_text_is_a_revision_moving_words_is_not_flicker() -> None:
+    events = [
+        p2_partial("a b c", 0, 1.0, stable="a b c"),
+        p2_partial("a x b c d", 0, 1.5, stable="a x b c"),  # 'x' pushed into settled text
+    ]
+    assert m.settling(events).revisions == 1
+    tail = [p2_partial("one two", 0, 1.0), p2_partial("one new two three", 0, 1.5)]
+    assert m.settling(tail).tail == m.Flicker(revised=0, shown=4)  # one two; new three
 
 
 def test_revision_by_a_final_and_disappearing_settled_words() -> None:

@@ -224,3 +224,19 @@ def test_summary_reads_plan_without_latency_sets() -> None:
     plan = Plan([], {}, [], None, [])
     runner = Runner(plan, [BenchConfig("base", "base")], Path("/tmp"), "base")
     assert runner.latency_sets("base") == {} and runner.total_seconds() == 0
+
+
+def test_settings_env_reaches_the_daemon_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamer.bench.capacity import settings_env
+    from streamer.config import load_settings
+
+    env = settings_env({"decoder.beam_size": 2, "model.cpu_threads": 1, "filters.phrases": False})
+    assert env == {
+        "STREAMER_DECODER__BEAM_SIZE": "2",
+        "STREAMER_MODEL__CPU_THREADS": "1",
+        "STREAMER_FILTERS__PHRASES": "false",
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    s = load_settings(None, {})
+    assert (s.decoder.beam_size, s.model.cpu_threads, s.filters.phrases) == (2, 1, False)

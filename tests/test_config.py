@@ -73,3 +73,29 @@ def test_language_codes_are_whisper_codes() -> None:
     assert load_settings(overrides={"decoder.language": "yue"}).decoder.language == "yue"
     with pytest.raises(ConfigError, match=r"decoder\.language"):
         load_settings(overrides={"decoder.language": "english"})
+
+
+def test_every_numeric_key_has_bounds() -> None:
+    """A number without an upper bound was how 1e308 reached an allocation (issue 11)."""
+    import annotated_types
+    from pydantic import BaseModel
+
+    from streamer.config import Settings
+
+    unbounded = []
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, f in model.model_fields.items():
+            ann = f.annotation
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                walk(ann, f"{prefix}{name}.")
+            elif ann in (int, float, int | None, float | None):
+                kinds = {type(m) for m in f.metadata}
+                lower = kinds & {annotated_types.Ge, annotated_types.Gt}
+                upper = kinds & {annotated_types.Le, annotated_types.Lt}
+                if not (lower and upper):
+                    unbounded.append(f"{prefix}{name}")
+
+    walk(Settings, "")
+    # log_prob_threshold is an average log probability: <= 0 by nature, any negative value works.
+    assert unbounded == ["decoder.log_prob_threshold"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -18,8 +19,12 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
+from streamer.audio.decode import load_audio
 from streamer.bus import Bus
 from streamer.config import Settings
 from streamer.obs.bridge import Bridge, ObsClient, ObsError
@@ -29,7 +34,7 @@ from streamer.obs.protocol import ObsRequestError
 from .helpers_mosquitto import free_port
 from .helpers_obs import Obs, RtmpReceiver, cea608_captions, obs_missing_reason
 from .sink_events import final, partial
-from .sink_harness import publish, run, settings, start
+from .sink_harness import http_get, publish, run, settings, start
 
 pytestmark = [
     pytest.mark.slow,
@@ -125,8 +130,19 @@ def test_text_source_follows_captions_english_and_korean(obs: Obs) -> None:
 
             # Created in the current scene, with the replayed final already shown.
             await until(text, lambda t: t == "This was said before the bridge started.", "the replayed final")
-            items = (await checker.call("GetSceneItemList", {"sceneName": "Scene"}))["sceneItems"]
-            assert [i["inputKind"] for i in items if i["sourceName"] == source] == ["text_ft2_source_v2"]
+
+            async def in_scene() -> list[tuple[str, int]]:
+                items = (await checker.call("GetSceneItemList", {"sceneName": "Scene"}))["sceneItems"]
+                return [
+                    (i["inputKind"], i["sceneItemTransform"]["alignment"])
+                    for i in items
+                    if i["sourceName"] == source
+                ]
+
+            # A FreeType 2 text source at the bottom centre of the canvas.
+            await until(
+                in_scene, lambda k: k == [("text_ft2_source_v2", 8)], "the source in the current scene"
+            )
 
             # Protocol 2: a partial previews the tail, a non-last final settles part of it, the
             # next partial carries the rest: no word shows twice, at most two lines of 42.
@@ -161,8 +177,11 @@ def test_text_source_follows_captions_english_and_korean(obs: Obs) -> None:
     run(main(), timeout=90)
 
 
-def test_reconnects_to_the_daemon_and_to_obs_independently(obs: Obs, tmp_path: Path) -> None:
+def test_reconnects_to_the_daemon_and_to_obs_independently(tmp_path: Path) -> None:
     source = "Captions (reconnect)"
+    # An OBS of its own: this test stops and restarts it.
+    obs = Obs(tmp_path / "obs")
+    obs.start()
 
     async def main() -> None:
         bus = Bus()
@@ -200,6 +219,19 @@ def test_reconnects_to_the_daemon_and_to_obs_independently(obs: Obs, tmp_path: P
             # OBS's Text source disappears (a user deleted it): the bridge creates it again.
             await checker.call("RemoveInput", {"inputName": source})
             await until(text, lambda t: t.endswith("and after."), "the re-created source")
+
+            # OBS itself goes away and comes back (same port): the bridge reconnects, finds or
+            # creates the source again and shows what it has, including a final that came
+            # while OBS was gone.
+            await checker.close()
+            await asyncio.to_thread(obs.stop)
+            await publish(bus, [final(4, "OBS was restarted.")])
+            await asyncio.to_thread(obs.start)
+            checker = await ObsClient.open(obs.url, obs.password)
+            everything = (
+                "before the daemon went away said while the bridge was away and after. OBS was restarted."
+            )
+            await until(text, lambda t: t == shown(last_lines(everything, 42, 2)), "the restarted OBS")
         finally:
             await running.stop()
             with contextlib.suppress(Exception):
@@ -207,7 +239,45 @@ def test_reconnects_to_the_daemon_and_to_obs_independently(obs: Obs, tmp_path: P
             await checker.close()
             await sinks.close()
 
-    run(main(), timeout=90)
+    try:
+        run(main(), timeout=90)
+    finally:
+        obs.stop()
+
+
+def test_waits_while_the_daemon_is_full(obs: Obs) -> None:
+    """HTTP 503 (server.max_clients reached) is retried, not fatal; the bridge follows once a slot frees."""
+    source = "Captions (full)"
+
+    async def main() -> None:
+        bus = Bus()
+        sinks, _ = await start(bus, settings(server={"max_clients": 1}))
+        checker = await ObsClient.open(obs.url, obs.password)
+        other = await connect(f"ws://127.0.0.1:{sinks.server_port}/ws")
+        running = Running(Bridge(bridge_settings(obs, sinks.server_port, source=source), stream="main"))
+        try:
+            await until(lambda: text_of(checker, source, running), lambda t: t == "", "the source")
+            await publish(bus, [final(1, "the daemon had no room for the bridge")])
+            refused = await until(
+                lambda: http_get(sinks.server_port or 0, "/metrics"),
+                lambda r: 'streamer_ws_rejected_total{reason="max_clients"}' in r[2].decode(),
+                "a refused upgrade",
+            )
+            assert refused[0] == 200
+            await other.close()
+            await until(
+                lambda: text_of(checker, source, running),
+                lambda t: t == "the daemon had no room for the bridge",
+                "the bridge following once a slot is free",
+            )
+        finally:
+            await running.stop()
+            with contextlib.suppress(Exception):
+                await checker.call("RemoveInput", {"inputName": source})
+            await checker.close()
+            await sinks.close()
+
+    run(main(), timeout=60)
 
 
 def test_native_captions_reach_the_stream(obs: Obs, tmp_path: Path) -> None:
@@ -321,7 +391,12 @@ def test_cli_one_line_errors(obs: Obs, extra: list[str], message: str) -> None:
     password = [] if "--obs-password" in extra or not extra else ["--obs-password", obs.password]
     # No daemon is listening: the bridge retries that side while the OBS side fails for good.
     proc = cli("--obs", obs.url, "--daemon", f"ws://127.0.0.1:{free_port()}/ws", *password, *extra)
-    _, err = proc.communicate(timeout=60)
+    try:
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:  # it should have ended by itself: do not leave it retrying
+            proc.kill()
+            proc.wait(10)
     assert proc.returncode == 1, err
     lines = errors(err)
     assert len(lines) == 1 and lines[0].startswith(message), err
@@ -342,3 +417,115 @@ def test_cli_waits_for_obs_that_is_not_running() -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+# --- with the real daemon --------------------------------------------------------------------
+
+
+class Daemon:
+    """`streamer run --source stdin` (tiny.en) on a given port; its finals read by a plain client."""
+
+    def __init__(self, port: int, log: Path) -> None:
+        env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+        env.pop("STREAMER_CONFIG", None)
+        self.port = port
+        self.log = log
+        with log.open("ab") as f:
+            self.proc = subprocess.Popen(
+                [
+                    *(sys.executable, "-m", "streamer", "run", "--source", "stdin", "--model", "tiny.en"),
+                    *("--language", "en", "--port", str(port), "--transcripts", ""),
+                ],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=f,
+                env=env,
+                cwd=REPO,
+            )
+
+    async def ready(self) -> None:
+        async def listening() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited: {self.log.read_text()[-2000:]}")
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+            except OSError:
+                return False
+            writer.close()
+            return True
+
+        await until(listening, bool, "the daemon's port", timeout=120)
+
+    async def speak(self, pcm: bytes) -> None:
+        """Feed the speech at about 4x real time, then end the input (the daemon exits)."""
+        assert self.proc.stdin is not None
+        step = 16000
+        for i in range(0, len(pcm), step):
+            await asyncio.to_thread(self.proc.stdin.write, pcm[i : i + step])
+            await asyncio.to_thread(self.proc.stdin.flush)
+            await asyncio.sleep(0.125)
+        self.proc.stdin.close()
+
+    async def finals(self) -> list[str]:
+        """Every final of this daemon run, read until it closes the connection at exit."""
+        texts: list[str] = []
+        async with connect(f"ws://127.0.0.1:{self.port}/ws?since=0") as ws:
+            try:
+                async for raw in ws:
+                    doc = json.loads(raw)
+                    if doc["type"] == "final":
+                        texts.append(doc["text"].strip())
+            except ConnectionClosed:
+                pass
+        return texts
+
+    def wait(self) -> int:
+        return self.proc.wait(120)
+
+
+@pytest.mark.model
+def test_real_daemon_speech_and_its_restart(obs: Obs, audio_dir: Path, tmp_path: Path) -> None:
+    """Two runs of the real daemon on one port: the bridge shows the first run's finals, then
+    sees a new session and follows the second run from its start."""
+
+    def pcm(name: str) -> bytes:
+        samples = np.clip(load_audio(audio_dir / "en" / name), -1.0, 1.0)
+        return bytes((samples * 32767).astype("<i2").tobytes())
+
+    source = "Captions (daemon)"
+    port = free_port()
+
+    async def main() -> None:
+        checker = await ObsClient.open(obs.url, obs.password)
+        bridge = Bridge(bridge_settings(obs, port, source=source), stream="main")
+        running = Running(bridge)
+        said: list[str] = []
+        previous: str | None = None
+        try:
+            for run_no, clip in enumerate(["ljspeech_LJ001-0004.flac", "ljspeech_LJ001-0011.flac"]):
+                daemon = Daemon(port, tmp_path / f"daemon{run_no}.log")
+                await daemon.ready()
+                reader = asyncio.ensure_future(daemon.finals())
+                # Speak once the bridge follows this daemon run: the second run is a new session
+                # (seq starts again at 1), which the bridge must notice.
+                previous = await until(
+                    lambda: asyncio.sleep(0, bridge.state.session),
+                    lambda s, p=previous: s is not None and s != p,
+                    f"the bridge following daemon run {run_no}",
+                )
+                await daemon.speak(pcm(clip))
+                finals = await reader
+                assert daemon.wait() == 0, daemon.log.read_text()[-2000:]
+                assert finals, daemon.log.read_text()[-2000:]
+                said += finals
+                expected = shown(last_lines(" ".join(said), 42, 2))
+                await until(
+                    lambda: text_of(checker, source, running), lambda t, e=expected: t == e, f"run {run_no}"
+                )
+        finally:
+            await running.stop()
+            with contextlib.suppress(Exception):
+                await checker.call("RemoveInput", {"inputName": source})
+            await checker.close()
+
+    run(main(), timeout=240)

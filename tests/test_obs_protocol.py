@@ -7,7 +7,7 @@ import hashlib
 import json
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamer.events import Hello
@@ -41,6 +41,7 @@ def test_auth_response_follows_the_v5_recipe() -> None:
     assert protocol.auth_response("other", salt, challenge) != step2
 
 
+@settings(deadline=None)  # the machine is shared: wall time per example is not the point
 @given(st.text(), st.text(min_size=1), st.text(min_size=1))
 def test_auth_response_is_a_base64_sha256(password: str, salt: str, challenge: str) -> None:
     assert len(base64.b64decode(protocol.auth_response(password, salt, challenge), validate=True)) == 32
@@ -118,6 +119,25 @@ def test_text_kind_choice() -> None:
     assert protocol.choose_text_kind(windows, windows=False) == "text_ft2_source_v2"
     assert protocol.choose_text_kind(["image_source"], windows=False) is None
     assert protocol.is_text_kind("text_gdiplus_v3") and not protocol.is_text_kind("image_source")
+
+
+def test_new_text_source_settings_and_placement() -> None:
+    ft2 = protocol.text_source_settings("text_ft2_source_v2", "hi", 48)
+    assert ft2 == {
+        "text": "hi",
+        "font": {"face": "Sans Serif", "size": 48, "style": "", "flags": 0},
+        "outline": True,
+    }
+    assert protocol.text_source_settings("text_gdiplus_v2", "", 30)["font"]["face"] == "Arial"
+    assert (
+        protocol.text_source_settings("text_ft2_source_v2", "", 30, "NanumGothic")["font"]["face"]
+        == "NanumGothic"
+    )
+    assert protocol.bottom_center_transform(1920, 1080) == {
+        "alignment": 8,
+        "positionX": 960.0,
+        "positionY": 1026.0,
+    }
 
 
 # --- following the daemon ------------------------------------------------------------------
@@ -204,6 +224,7 @@ words = st.sampled_from(["the", "quick", "brown", "fox", "회의를", "시작", 
 phrase = st.lists(words, min_size=0, max_size=6).map(" ".join)
 
 
+@settings(deadline=None)
 @given(st.lists(st.tuples(st.booleans(), phrase), max_size=30))
 def test_display_is_finals_then_the_newest_tail(steps: list[tuple[bool, str]]) -> None:
     """Any protocol-2 sequence: the text is the finals in order, then the newest partial's tail."""

@@ -295,9 +295,12 @@ def test_http_routes() -> None:
         try:
             status, headers, body = await http_get(port, "/")
             assert status == 200 and headers["Content-Type"].startswith("text/html")
-            assert b"caption.js" in body
-            status, headers, body = await http_get(port, "/caption.js")
+            assert b"page.js" in body
+            status, headers, body = await http_get(port, "/captions.js")
             assert status == 200 and b"WebSocket" in body
+            assert headers["Content-Type"].startswith("text/javascript")  # ES modules need a JS type
+            status, headers, body = await http_get(port, "/overlay")
+            assert status == 200 and b"overlay.js" in body
             for bad in (
                 "/nope",
                 "/../pyproject.toml",

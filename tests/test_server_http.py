@@ -133,12 +133,12 @@ def test_long_paths_methods_and_pipelining(caplog: pytest.LogCaptureFixture) -> 
             )
             assert 400 <= status_of(reply) < 500
             for method in ("POST", "PUT", "DELETE", "PATCH"):
-                for path in ("/", "/caption.js", "/health", "/transcript/main.txt"):
+                for path in ("/", "/index.html", "/health", "/transcript/main.txt"):
                     req = f"{method} {path} HTTP/1.1\r\n{host}Content-Length: 0\r\nConnection: close\r\n\r\n"
                     reply = await asyncio.to_thread(raw, port, req.encode())
                     assert status_of(reply) == 405, (method, path)
             reply = await asyncio.to_thread(
-                raw, port, f"HEAD /caption.js HTTP/1.1\r\n{host}Connection: close\r\n\r\n".encode()
+                raw, port, f"HEAD /index.html HTTP/1.1\r\n{host}Connection: close\r\n\r\n".encode()
             )
             _, _, body = reply.partition(b"\r\n\r\n")
             assert status_of(reply) == 200 and body == b""

@@ -20,7 +20,7 @@ from streamer.audio.ring import SAMPLE_RATE, RingBuffer
 from streamer.config import Settings, load_settings
 from streamer.service.notify import Notifier, watchdog_interval
 from streamer.service.probes import DecodeMonitor, LoopHeartbeat
-from streamer.service.reload import flatten, is_live, plan_reload
+from streamer.service.reload import LIVE_KEYS, flatten, is_live, plan_reload
 from streamer.service.watchdog import StreamProbe, stalls, status_line
 
 # --- notify ----------------------------------------------------------------------------------
@@ -176,12 +176,17 @@ def test_every_settings_key_is_classified_and_the_classification_is_deliberate()
         assert k in keys and k not in live
     for k in (
         "server.token",
+        "server.allowed_origins",
         "decoder.hotwords",
         "decoder.initial_prompt",
         "filters.repetition",
         "log_level",
     ):
         assert k in live
+    # Every live entry names a key that exists: a renamed setting must not silently turn into
+    # "needs a restart".
+    for entry in LIVE_KEYS:
+        assert any(k == entry or (entry.endswith(".") and k.startswith(entry)) for k in keys), entry
 
 
 # --- demo source ------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from streamer.audio.ring import SAMPLE_RATE, RingBuffer
 from streamer.audio.source import Source, SourceError
@@ -18,17 +18,20 @@ __all__ = ["SAMPLE_RATE", "RingBuffer", "Source", "SourceError", "SourceSpec", "
 
 ACCEPTED_FORMS = (
     "mic, mic:DEVICE (name or index), file:PATH, stdin, stdin:RATE (Hz of s16le mono input), "
-    "demo (a built-in speech sample, looped)"
+    "demo (a built-in speech sample, looped), "
+    "rtp://HOST:PORT[?codec=pcmu|pcma|l16|opus&rate=HZ&channels=N&pt=N&jitter=S&quiet=S&allow=ADDR,..], "
+    "sdp:PATH[?jitter=S&quiet=S&allow=ADDR,..]"
 )
 _MIN_RATE, _MAX_RATE = 1000, 384_000
 
 
 @dataclass(frozen=True)
 class SourceSpec:
-    kind: str  # "mic" | "file" | "stdin" | "demo"
+    kind: str  # "mic" | "file" | "stdin" | "demo" | "rtp"
     device: str | None = None
     path: Path | None = None
     rate: int = SAMPLE_RATE
+    rtp: Any = None  # streamer.audio.rtpsource.RtpSpec for rtp:// and sdp:
 
 
 def _bad(spec: str, problem: str) -> ConfigError:
@@ -39,6 +42,13 @@ def parse_spec(spec: str) -> SourceSpec:
     """Parse a source spec; ConfigError naming `source.spec` and the accepted forms if it is wrong."""
     kind, sep, arg = spec.partition(":")
     kind = kind.strip().lower()
+    if kind in ("rtp", "sdp"):
+        from streamer.audio.rtpsource import RtpSpecError, parse_rtp_spec
+
+        try:
+            return SourceSpec("rtp", rtp=parse_rtp_spec(spec.strip()))
+        except RtpSpecError as e:
+            raise _bad(spec, str(e)) from None
     if kind == "mic":
         if sep and not arg.strip():
             raise _bad(spec, "missing device after 'mic:'")
@@ -62,9 +72,13 @@ def parse_spec(spec: str) -> SourceSpec:
     raise _bad(spec, f"unknown source kind {kind!r}" if sep else "not a source")
 
 
-def open_source(spec: str, settings: Settings) -> Source:
-    """Build the source for `spec`; file and device problems raise SourceError right away."""
+def open_source(spec: str, settings: Settings, stream: str | None = None) -> Source:
+    """Build the source for `spec`; file, device and port problems raise SourceError right away."""
     parsed = parse_spec(spec)
+    if parsed.kind == "rtp":
+        from streamer.audio.rtpsource import RtpSource
+
+        return RtpSource(parsed.rtp, stream=stream or settings.stream)
     if parsed.kind == "file":
         from streamer.audio.file import FileSource
 

@@ -57,6 +57,7 @@ class CaptureThread(threading.Thread):
         # Not `_stop`: threading.Thread uses that name internally.
         self._stop_requested = threading.Event()
         self._rng = rng or random.Random()
+        source.on_state = self._state
 
     def stop(self) -> None:
         """Ask the source to end; the thread closes the ring and exits soon after."""

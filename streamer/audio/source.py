@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 
 from streamer.audio.ring import RingBuffer
 from streamer.errors import SourceError
@@ -15,6 +16,9 @@ __all__ = ["Source", "SourceError"]
 class Source(ABC):
     #: A live source (mic, stdin, network) is retried with backoff when it fails; a file is not.
     live: bool = False
+    #: Set by the capture thread: a source reports changes of its own (an RTP sender that went
+    #: quiet: "quiet", and back: "running") through it.
+    on_state: Callable[[str, str], None] | None = None
 
     @property
     @abstractmethod

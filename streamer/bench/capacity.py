@@ -16,9 +16,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -44,6 +45,15 @@ class DaemonRun:
     first_caption_s: float | None = None  # spawn -> first partial or final
     dropped_seconds: float = 0.0
     stderr_tail: str = ""
+
+
+def settings_env(overrides: Mapping[str, Any]) -> dict[str, str]:
+    """Dotted settings overrides as the daemon's STREAMER_SECTION__KEY environment variables."""
+    out: dict[str, str] = {}
+    for key, value in overrides.items():
+        name = "STREAMER_" + "__".join(part.upper() for part in key.split("."))
+        out[name] = ("true" if value else "false") if isinstance(value, bool) else str(value)
+    return out
 
 
 def daemon_command(
@@ -83,8 +93,8 @@ def parse_dropped(lines: Sequence[str], statuses: Sequence[Status]) -> float:
 
 
 class _Proc:
-    def __init__(self, cmd: list[str], cwd: Path) -> None:
-        env = dict(os.environ)
+    def __init__(self, cmd: list[str], cwd: Path, env_extra: Mapping[str, str] | None = None) -> None:
+        env = {**os.environ, **(env_extra or {})}
         env.setdefault("PYTHONUNBUFFERED", "1")
         # The daemon must import this very streamer, installed or not, whatever its working directory.
         root = str(Path(streamer.__file__).resolve().parent.parent)
@@ -186,9 +196,11 @@ class _Proc:
         )
 
 
-def run_daemons(cmds: Sequence[list[str]], cwd: Path, timeout: float) -> list[DaemonRun]:
-    """Start every command at once and wait for all of them."""
-    procs = [_Proc(cmd, cwd) for cmd in cmds]
+def run_daemons(
+    cmds: Sequence[list[str]], cwd: Path, timeout: float, env_extra: Mapping[str, str] | None = None
+) -> list[DaemonRun]:
+    """Start every command at once (with `env_extra` added to their environment) and wait for all."""
+    procs = [_Proc(cmd, cwd, env_extra) for cmd in cmds]
     return [p.wait(max(1.0, timeout - (time.monotonic() - p.t0))) for p in procs]
 
 

@@ -441,6 +441,28 @@ class _Display:
     settled: int = 0  # how many leading words of `shown` are settled
 
 
+@dataclass(frozen=True)
+class _Changes:
+    old: list[int]  # indices of old words substituted or deleted, ascending
+    new: list[int]  # indices of new words substituted or inserted
+    inserted_before: list[int]  # per inserted word: the index of the old word it precedes
+
+
+def _changes(old: Sequence[str], new: Sequence[str]) -> _Changes:
+    out = _Changes([], [], [])
+    pos = 0  # old words consumed so far
+    for op, i, j in align(old, new):
+        if op in ("substitute", "delete") and i is not None:
+            out.old.append(i)
+        if op in ("substitute", "insert") and j is not None:
+            out.new.append(j)
+        if op == "insert":
+            out.inserted_before.append(pos)
+        else:
+            pos += 1
+    return out
+
+
 def settling(events: Sequence[CaptionLike], normalized: str | None = None) -> Settling:
     """Revisions of settled words and flicker, from the displays a client reconstructs.
 
@@ -451,10 +473,12 @@ def settling(events: Sequence[CaptionLike], normalized: str | None = None) -> Se
     followed by a partial with the remaining tail, and comparing in between would count words
     that merely moved from the tail into a final.
 
-    Between two consecutive displays, words after their common prefix changed: those within the
-    settled prefix of the old display (its finals, plus the stable prefix of its partial, or more
-    if settled earlier) are revisions, the others tail flicker; words of the new display after
-    the common prefix and beyond its settled prefix count as unsettled words shown.
+    Between two consecutive displays, a minimal-edit alignment (after their common prefix) says
+    which words of the old display were substituted or deleted: those within its settled prefix
+    (its finals, plus the stable prefix of its partial, or more if settled earlier and unchanged)
+    are revisions, as is a word inserted among them; the others are tail flicker. Substituted or
+    inserted words of the new display beyond its settled prefix count as unsettled words shown.
+    A word that only moved (because a word was inserted before it) has not changed.
 
     Words are as displayed (whitespace-split, punctuation and case included: "modern" becoming
     "modern." is a visible change); with `normalized` set to a language, normalised tokens are
@@ -478,21 +502,28 @@ def settling(events: Sequence[CaptionLike], normalized: str | None = None) -> Se
             d.stable = min(len(stable_words), len(words))
         new = d.finals + d.tail
         old = d.shown
+        settled_now = len(new) if ev.type == "final" else len(d.finals) + d.stable
         p = 0
         while p < len(old) and p < len(new) and old[p] == new[p]:
             p += 1
-        lost_settled = max(0, d.settled - p)
-        revisions += lost_settled
-        tail_revised += len(old) - max(p, d.settled)
-        revised += len(old) - p
-        settled_now = len(d.finals) + d.stable
-        if ev.type == "final":
-            settled_now = len(new)
-        # Words settled earlier and still displayed unchanged stay settled even if this partial's
-        # `stable` is shorter.
-        settled = max(settled_now, min(d.settled, p))
-        shown += len(new) - p
-        tail_shown += max(0, len(new) - max(p, settled))
+        # Past the common prefix (in a valid stream: only the unsettled tail), a minimal-edit
+        # alignment says which words changed, went or came; a word that merely moved is not
+        # counted, and the comparison stays short however long the utterance gets.
+        changed = _changes(old[p:], new[p:])
+        carried = d.settled if not changed.old else min(d.settled, p + changed.old[0])
+        settled = max(settled_now, carried)
+        for i in changed.old:
+            revised += 1
+            if p + i < d.settled:
+                revisions += 1
+            else:
+                tail_revised += 1
+        # A word inserted among settled words changes settled text too.
+        revisions += sum(1 for i in changed.inserted_before if p + i < d.settled)
+        for j in changed.new:
+            shown += 1
+            if p + j >= settled:
+                tail_shown += 1
         d.shown, d.settled = new, min(settled, len(new))
     return Settling(revisions, Flicker(tail_revised, tail_shown), Flicker(revised, shown))
 

@@ -8,6 +8,9 @@ faster-whisper seeks through long files.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from streamer.bench.dataset import AudioItem
 from streamer.config import Settings
 
 
@@ -86,3 +90,37 @@ def load_audio(path: Path) -> np.ndarray:
     from streamer.audio.decode import load_audio as _load
 
     return _load(path)
+
+
+def cached_transcribe(model: OfflineModel, item: AudioItem, cache_dir: Path) -> OfflineResult:
+    """`model.transcribe` of one file, cached as JSON keyed by the file, model, language and
+    faster-whisper version (the baseline's own CPU time is kept with it)."""
+    from importlib import metadata
+
+    st = item.path.stat()
+    key = json.dumps(
+        [
+            1,
+            str(item.path.resolve()),
+            st.st_size,
+            st.st_mtime_ns,
+            model.name,
+            item.lang,
+            metadata.version("faster-whisper"),
+        ]
+    )
+    safe_model = "".join(c if c.isalnum() or c in "._-" else "_" for c in model.name)[-40:]
+    path = cache_dir / safe_model / f"{item.path.stem}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
+    if path.is_file():
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            data["words"] = [(str(w), float(s), float(e)) for w, s, e in data["words"]]
+            return OfflineResult(**data)
+        except (ValueError, KeyError, TypeError):
+            pass  # a damaged entry is recomputed
+    result = model.transcribe(load_audio(item.path), item.lang)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(dataclasses.asdict(result), ensure_ascii=False), encoding="utf-8")
+    tmp.replace(path)
+    return result

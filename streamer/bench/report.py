@@ -725,7 +725,7 @@ def markdown(results: dict[str, Any]) -> str:
             )
             or "–"
         )
-        d = _get(results, "offline", c["model"], "daemon") or {}
+        d = c.get("daemon") or _get(results, "offline", c["model"], "daemon") or {}
         rows.append(
             [
                 c["name"],

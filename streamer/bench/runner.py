@@ -598,11 +598,15 @@ class Runner:
         return out
 
     def offline_accuracy(self, model: str) -> dict[str, OfflineResult]:
+        """The offline baseline per file, cached under the output directory: it does not change
+        while the pipeline is being tuned, and repeated core checks should not pay for it again."""
+        from streamer.bench.offline import cached_transcribe
+
         om = self.offline_model(model)
         out = {}
         for items in self.items_for(model).values():
             for item in items:
-                out[item.name] = om.transcribe(load_audio(item.path), item.lang)
+                out[item.name] = cached_transcribe(om, item, self.out_dir / "cache" / "offline")
                 self.tick(item.seconds, f"offline {model}: {item.name}")
         return out
 
@@ -663,9 +667,12 @@ class Runner:
             self.tick(item.seconds, f"offline {model}: non-speech {item.name}")
         return {"files": files, "total_words": sum(f["words"] for f in files.values())}
 
-    def daemon_probe(self, model: str, refs: dict[str, list[m.RefWord]]) -> dict[str, Any] | None:
-        """One real daemon at 1x on the first latency file: startup, first caption, RSS, CPU."""
-        from streamer.bench.capacity import daemon_command, run_daemons
+    def daemon_probe(
+        self, model: str, refs: dict[str, list[m.RefWord]], overrides: dict[str, Any] | None = None
+    ) -> dict[str, Any] | None:
+        """One real daemon at 1x on the first latency file: startup, first caption, RSS, CPU.
+        A configuration's overrides reach it as STREAMER_* environment variables."""
+        from streamer.bench.capacity import daemon_command, run_daemons, settings_env
 
         if not self.plan.latency:
             return None
@@ -673,7 +680,10 @@ class Runner:
         work = self.out_dir / "work"
         work.mkdir(parents=True, exist_ok=True)
         cmd = daemon_command(item.path, model, item.lang or "en", work / "transcripts")
-        run = run_daemons([cmd], work, timeout=item.seconds * 3 + 120)[0]
+        env = settings_env(
+            {k: v for k, v in (overrides or {}).items() if k not in ("model.name", "decoder.language")}
+        )
+        run = run_daemons([cmd], work, timeout=item.seconds * 3 + 120, env_extra=env)[0]
         self.tick(item.seconds, f"daemon {model}")
         ref = refs.get(item.name, [])
         first_word_end = ref[0].end if ref else None
@@ -701,12 +711,12 @@ class Runner:
         configs: list[dict[str, Any]] = []
         for model in self.models():
             om = self.offline_model(model)
-            c0 = time.process_time()
             acc = self.offline_accuracy(model)
             audio = sum(r.audio_seconds for r in acc.values())
             offline[model] = {
                 "load_seconds": om.load_seconds,
-                "cpu_per_audio_second": (time.process_time() - c0) / audio if audio else None,
+                # From each file's own CPU time (recorded when it was decoded, cached or not).
+                "cpu_per_audio_second": sum(r.cpu_seconds for r in acc.values()) / audio if audio else None,
                 "results": acc,
                 "hallucinations": self.offline_hallucinations(model) if self.plan.nonspeech else None,
                 "daemon": self.daemon_probe(model, refs) if self.plan.daemon_probe else None,
@@ -753,6 +763,9 @@ class Runner:
                 close = getattr(engine, "close", None)
                 if close is not None:
                     close()
+            if cfg.overrides and self.plan.daemon_probe:
+                # Peak RSS and startup of this configuration (the model's defaults are probed once).
+                entry["daemon"] = self.daemon_probe(cfg.model, refs, cfg.overrides)
             if self.plan.overload_seconds and self.concat_seconds(cfg.model):
                 # Its own engine (one decode thread), after this configuration's engine is closed.
                 entry["overload"] = self.overload(cfg, refs)

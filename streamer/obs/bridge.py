@@ -22,7 +22,6 @@ import json
 import logging
 import random
 import sys
-from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -71,19 +70,19 @@ class Backoff:
 class OnceLogger:
     """Logs a connection problem when it changes, not on every retry."""
 
-    def __init__(self, what: str) -> None:
-        self.what = what
+    def __init__(self) -> None:
         self.last: str | None = None
 
     def problem(self, message: str, delay: float) -> None:
         if message != self.last:
-            log.warning(
-                "%s: %s; retrying (next in %.1f s, quiet until this changes)", self.what, message, delay
-            )
+            log.warning("%s; retrying (next in %.1f s; logged again when this changes)", message, delay)
         self.last = message
 
     def ok(self, message: str) -> None:
         log.info("%s", message)
+        self.last = None
+
+    def clear(self) -> None:
         self.last = None
 
 
@@ -245,8 +244,6 @@ class Bridge:
         self.shown = ""  # last text OBS confirmed
         self.malformed = 0
         self.captions_sent = 0
-        # Test and embedding hooks: called with the text OBS confirmed / the caption sent.
-        self.on_shown: Callable[[str], None] | None = None
 
     async def run(self) -> None:
         """Run both sides until one hits an error reconnecting cannot fix (raised as UserError)."""
@@ -266,16 +263,13 @@ class Bridge:
     # --- daemon side ---------------------------------------------------------------------
     async def _daemon_loop(self) -> None:
         backoff = Backoff(self.cfg.reconnect_min, self.cfg.reconnect_max)
-        status = OnceLogger("daemon")
+        status = OnceLogger()
         while True:
             url = follow_url(self.daemon, self.stream, self.state.query_since(), self.token)
             try:
                 async with connect(url, open_timeout=OPEN_TIMEOUT, max_size=2**22) as ws:
-                    status.ok(f"following {self.daemon} (stream {self.stream or 'default'})")
-                    backoff.reset()
-                    await self._follow(ws)
-                    if ws.close_code == 4008:
-                        continue  # too slow: resume from our since at once
+                    outcome = await self._follow(ws)
+                    code, reason = ws.close_code, ws.close_reason or ""
             except InvalidStatus as e:
                 code = e.response.status_code
                 body = e.response.body.decode("utf-8", "replace").strip() if e.response.body else ""
@@ -283,7 +277,10 @@ class Bridge:
                     raise DaemonError(
                         f"the daemon at {self.daemon} refused the bridge: HTTP {code} {body}"
                     ) from None
-                status.problem(f"the daemon answered HTTP {code} {body}", backoff.current)
+                delay = backoff.next()
+                status.problem(f"the daemon answered HTTP {code} {body}", delay)
+                await asyncio.sleep(delay)
+                continue
             except InvalidURI as e:
                 raise DaemonError(f"bad daemon URL {self.daemon!r}: {e}") from None
             except (OSError, TimeoutError, ConnectionClosed, InvalidHandshake) as e:
@@ -291,10 +288,22 @@ class Bridge:
                 status.problem(describe_connect_error(e, self.daemon, "the streamer daemon"), delay)
                 await asyncio.sleep(delay)
                 continue
-            await asyncio.sleep(backoff.next() if status.last else 0)
+            if outcome == "no hello":
+                # Closed before saying hello (too many clients, shutting down): not a session.
+                delay = backoff.next()
+                status.problem(f"the daemon closed the connection (code {code} {reason})".strip(), delay)
+                await asyncio.sleep(delay)
+                continue
+            backoff.reset()
+            status.clear()
+            if outcome == "restart" or code == 4008:  # new session, or too slow: resume at once
+                continue
+            log.info("the daemon closed the connection (code %s %s); reconnecting", code, reason)
+            await asyncio.sleep(backoff.next())
 
-    async def _follow(self, ws: ClientConnection) -> None:
-        first = True
+    async def _follow(self, ws: ClientConnection) -> str:
+        """Read one connection: 'no hello', 'restart' (a new daemon session) or 'closed'."""
+        hello = False
         async for raw in ws:
             try:
                 doc = json.loads(raw)
@@ -317,18 +326,19 @@ class Bridge:
                 self.malformed += 1
                 log.debug("dropped a malformed message from the daemon: %.120r", raw)
                 continue
-            if first:
-                first = False
-                if not isinstance(event, Hello):
-                    self.malformed += 1
-                    continue
+            if isinstance(event, Hello):
+                hello = True
                 restart = self.state.on_hello(event)
                 if restart is not None:
                     log.info("%s: following it from the start", restart.reason)
                     await ws.close()
-                    return
+                    return "restart"
+                log.info("following %s (stream %s)", self.daemon, self.stream or "default")
                 # The pong comes after the replayed finals: what precedes it is not live.
                 await ws.send(json.dumps({"type": "ping", "id": "bridge"}))
+                continue
+            if not hello:
+                self.malformed += 1  # events before hello: not the daemon's protocol
                 continue
             changed, live = self.state.on_event(event)
             if changed:
@@ -336,11 +346,12 @@ class Bridge:
             if live is not None and self.streaming and self.cfg.stream_captions:
                 with contextlib.suppress(asyncio.QueueFull):  # OBS stuck: the newest can wait
                     self.captions.put_nowait(live)
+        return "no hello" if not hello else "closed"
 
     # --- OBS side ------------------------------------------------------------------------
     async def _obs_loop(self) -> None:
         backoff = Backoff(self.cfg.reconnect_min, self.cfg.reconnect_max)
-        status = OnceLogger("OBS")
+        status = OnceLogger()
         while True:
             try:
                 client = await ObsClient.open(self.cfg.url, self.cfg.password)
@@ -416,7 +427,9 @@ class Bridge:
             if found is None:
                 raise ObsError("this OBS offers no Text input kind (FreeType 2 or GDI+): set --kind")
             kind = found
-        settings = protocol.text_source_settings(kind, self.state.display(), self.cfg.font_size)
+        settings = protocol.text_source_settings(
+            kind, self.state.display(), self.cfg.font_size, self.cfg.font
+        )
         resp = await client.request(
             "CreateInput",
             {
@@ -431,6 +444,17 @@ class Bridge:
             raise ObsError(
                 f"OBS could not create Text source '{name}' ({kind}) in scene '{scene}': {resp.error()}"
             )
+        video = await client.call("GetVideoSettings")
+        await client.call(
+            "SetSceneItemTransform",
+            {
+                "sceneName": scene,
+                "sceneItemId": resp.data["sceneItemId"],
+                "sceneItemTransform": protocol.bottom_center_transform(
+                    video["baseWidth"], video["baseHeight"]
+                ),
+            },
+        )
         log.info("created Text source '%s' (%s) in scene '%s'", name, kind, scene)
         return f"new Text source '{name}' ({kind}) in scene '{scene}'"
 
@@ -468,8 +492,6 @@ class Bridge:
                 log.warning("OBS refused the caption text: %s", resp.error())
                 continue
             self.shown = text
-            if self.on_shown is not None:
-                self.on_shown(text)
 
     async def _send_captions(self, client: ObsClient) -> None:
         while True:
@@ -508,24 +530,6 @@ class Bridge:
 
 
 def main(settings: Settings) -> int:
-    bridge = Bridge(settings, stream=settings.stream, token=settings.server.token)
-    try:
-        asyncio.run(bridge.run())
-    except pydantic.ValidationError as e:  # pragma: no cover - settings were validated already
-        raise UserError(str(e)) from None
+    """`streamer obs`: runs until interrupted, or raises UserError (one line) for what retrying cannot fix."""
+    asyncio.run(Bridge(settings, stream=settings.stream, token=settings.server.token).run())
     return 0
-
-
-async def run_until(bridge: Bridge, done: Awaitable[Any]) -> None:
-    """Run `bridge` until `done` completes (tests and embedding)."""
-    task = asyncio.ensure_future(bridge.run())
-    try:
-        waiter = asyncio.ensure_future(done)
-        finished, _ = await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
-        if task in finished:
-            task.result()
-        waiter.result()
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

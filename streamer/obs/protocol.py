@@ -203,12 +203,25 @@ def is_text_kind(kind: str) -> bool:
     return kind.startswith(("text_ft2_source", "text_gdiplus"))
 
 
-def text_source_settings(kind: str, text: str, font_size: int) -> dict[str, Any]:
-    """Settings of a new caption Text source: white outlined text of `font_size` points."""
-    font = {
-        "face": "Sans Serif" if kind.startswith("text_ft2") else "Arial",
-        "size": font_size,
-        "style": "",
-        "flags": 0,
-    }
+def text_source_settings(kind: str, text: str, font_size: int, face: str | None = None) -> dict[str, Any]:
+    """Settings of a new caption Text source: white outlined text of `font_size` points.
+
+    OBS's text sources do no font fallback: Korean or Chinese captions need a `face` that has
+    those glyphs (e.g. "Noto Sans CJK KR", "NanumGothic", "Malgun Gothic").
+    """
+    default_face = "Sans Serif" if kind.startswith("text_ft2") else "Arial"
+    font = {"face": face or default_face, "size": font_size, "style": "", "flags": 0}
     return {"text": text, "font": font, "outline": True}
+
+
+# obs_align bits: centre is 0, then LEFT 1, RIGHT 2, TOP 4, BOTTOM 8.
+ALIGN_BOTTOM_CENTER = 8
+
+
+def bottom_center_transform(canvas_width: int, canvas_height: int, margin: float = 0.05) -> dict[str, Any]:
+    """Scene item transform placing a new caption source at the bottom centre of the canvas."""
+    return {
+        "alignment": ALIGN_BOTTOM_CENTER,
+        "positionX": canvas_width / 2,
+        "positionY": canvas_height * (1 - margin),
+    }

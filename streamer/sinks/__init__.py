@@ -33,6 +33,7 @@ class SinkContext:
     streams: Mapping[str, Any]  # name -> object with .health() -> dict and .name
     model: str  # resolved model name, for `hello`
     version: str = field(default=streamer.__version__)
+    engine: Any = None  # the daemon's DecodeEngine: enables the file API (api.enabled)
 
 
 class Sinks:
@@ -84,13 +85,22 @@ async def start_sinks(ctx: SinkContext) -> Sinks:
         )
     if s.transcripts.dir is not None:
         sinks.files = TranscriptWriter(s.transcripts, ctx.bus, layout=s.layout.rules())
+    api = None
     if s.server.enabled:
         sinks.server = CaptionServer(ctx, status_extra=status_extra)
+        if s.api.enabled and ctx.engine is not None:
+            from streamer.api.http import FileApi
+
+            api = FileApi(s, ctx.engine, sinks.server)
     try:
         # The server first: a port already in use is the likeliest failure, and it should come
         # before anything has connected to a broker or created files.
         if sinks.server is not None:
+            if api is not None:
+                api.mount()  # before start(): the static catch-all route is added last
             await sinks.server.start()
+            if api is not None:
+                await api.start()
         if sinks.mqtt is not None:
             sinks.mqtt.start()
         if sinks.files is not None:
