@@ -19,7 +19,9 @@ from streamer.decode.filters import FilterOptions
 from streamer.decode.hypothesis import Hypothesis, HypSegment, HypWord
 from streamer.events import Final, Partial
 
-OPTS = CaptionerOptions(stream="t", step=0.5, commit_margin=0.2, left_context=2.0, language="en")
+OPTS = CaptionerOptions(
+    stream="t", step=0.5, commit_margin=0.2, left_context=2.0, language="en", min_commit_audio=0.0
+)
 
 
 def hyp(spec: DecodeSpec, words: list[tuple[str, float, float]], kind: str | None = None) -> Hypothesis:
@@ -78,6 +80,26 @@ def test_words_two_decodes_agree_on_become_final_mid_sentence() -> None:
     assert [w.word for w in f.words] == [" one", " two"]
     tail = [e for e in events(out) if isinstance(e, Partial)]
     assert tail and tail[-1].text == "three four" and tail[-1].seq == 2
+
+
+def test_a_cold_utterance_commits_only_after_enough_of_it_was_heard() -> None:
+    c = Captioner(CaptionerOptions(stream="t", min_commit_audio=2.0, language="en"), FilterOptions.off())
+    c.on_speech_start(0.0, 0.0)
+    for now in (1.3, 1.9, 2.5):
+        s = step(c, now)
+        out = c.on_result(s.id, hyp(s, words_until(now)), now)
+        assert not finals(out)  # the first decodes of a cold start agree on wrong words too often
+    s = step(c, 3.0)  # the previous decode heard 2.5 s of the utterance
+    assert finals(c.on_result(s.id, hyp(s, SENTENCE), 3.0))
+    # Right after a short pause the context carries over: no wait.
+    (fin,) = submits(c.on_speech_end(3.1, 3.2))
+    c.on_result(fin.id, hyp(fin, SENTENCE), 3.3)
+    c.on_speech_start(3.4, 3.5)
+    words = [("six", 3.5, 3.8), ("seven", 3.9, 4.2), ("eight", 4.3, 4.6)]
+    s = step(c, 4.3)
+    c.on_result(s.id, hyp(s, words[:2]), 4.3)
+    s = step(c, 4.8)
+    assert finals(c.on_result(s.id, hyp(s, words), 4.8))
 
 
 def test_settled_words_are_never_revised_and_never_repeated() -> None:
