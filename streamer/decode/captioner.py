@@ -48,7 +48,7 @@ from streamer.decode.filters import (
     is_invented_phrase,
     trim_invented_tail,
 )
-from streamer.decode.hypothesis import Hypothesis, HypWord, join_words
+from streamer.decode.hypothesis import NO_SPACE_LANGUAGES, Hypothesis, HypWord, join_words
 from streamer.events import Final, Partial, Word
 
 # A decode needs this much audio after the first unsettled word to say anything useful.
@@ -424,10 +424,16 @@ class Captioner:
                     break
                 n += 1
             n = max(0, n - self.o.holdback)
+            # Never split a written word: " ill" | "-disposed" would settle half of it.
+            while 0 < n < len(new) and _continues(new[n], hyp.language):
+                n -= 1
             committed = new[:n]
         # A window that grew too long: force out all but the last few words, so it stays bounded.
         if not committed and spec.end - spec.start > self.o.max_window and len(new) > 3:
-            committed = new[: len(new) - 3]
+            n = len(new) - 3
+            while 0 < n < len(new) and _continues(new[n], hyp.language):
+                n -= 1
+            committed = new[:n]
         if committed:
             nxt = new[len(committed)] if len(new) > len(committed) else None
             actions += self._commit(utt, committed, hyp, nxt, spec.end, last=False, now=now)
@@ -548,3 +554,10 @@ class Captioner:
             emitted_at=round(now, 3),
         )
         return [Emit(ev)]
+
+
+def _continues(word: HypWord, lang: str | None) -> bool:
+    """Whether `word` continues the previous one (Whisper wrote no space before it)."""
+    if lang in NO_SPACE_LANGUAGES:
+        return False
+    return bool(word.text) and not word.text[0].isspace()

@@ -304,6 +304,16 @@ class DecodeEngine:
             max_new_tokens=min(max_new, MAX_NEW_TOKENS),
         )
         segments_iter, info = self.model.transcribe(req.audio, **kwargs)
+        if kwargs["initial_prompt"] and req.duration >= 1.0:
+            # A prompt sometimes makes Whisper end at once on audio that starts mid-sentence
+            # (seen: prompt "Mr. John", audio from "Dashwood had then leisure..."): an empty
+            # decode would lose those words, so decode once more without it.
+            first = list(segments_iter)
+            if not any(seg.text.strip() for seg in first):
+                metrics.DECODE_CUT.labels(req.stream, "empty_with_prompt").inc()
+                segments_iter, info = self.model.transcribe(req.audio, **{**kwargs, "initial_prompt": None})
+            else:
+                segments_iter = iter(first)
         if language is None:
             language, lang_prob = info.language, float(info.language_probability)
         segments: list[HypSegment] = []
