@@ -198,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
-    from streamer.bench.report import machine, terminal_summary, write_report
+    from streamer.bench.report import append_history, machine, terminal_summary, write_report
 
     root = (args.audio or default_audio_dir()).resolve()
     sets = load_all(root)
@@ -287,6 +287,7 @@ def run(args: argparse.Namespace) -> int:
     results["meta"]["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     results["meta"]["wall_seconds"] = time.perf_counter() - wall0
     paths = write_report(results, out)
+    append_history(results, out / "history.jsonl")
     print(terminal_summary(results))
     print(f"\nreport: {paths['markdown']}  figures: {paths['json']}  plots: {out}/*.png")
     return 0

@@ -913,6 +913,21 @@ def terminal_summary(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def append_history(results: dict[str, Any], path: Path) -> None:
+    """One JSON line per run (when, which commit, the command, the summary rows), appended, so that
+    repeated runs while tuning (`--core`) can be compared afterwards."""
+    meta = results.get("meta", {})
+    line = {
+        "started": meta.get("started"),
+        "commit": _get(meta, "machine", "commit"),
+        "load_average": _get(meta, "machine", "load_average"),
+        "command": meta.get("command"),
+        "rows": summary_rows(results),
+    }
+    with path.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(_clean(line), ensure_ascii=False, allow_nan=False) + "\n")
+
+
 def write_report(results: dict[str, Any], out_dir: Path) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     results["targets"] = evaluate_targets(results)
