@@ -103,7 +103,7 @@ class CaptionState:
         """
         lines = roll_lines(self._settled, self.max_chars)
         pos, cut = 0, 0
-        for i, line in enumerate(lines[: -(self.max_lines + 1)]):
+        for line in lines[: -(self.max_lines + 1)]:
             if not self._settled.startswith(line, pos):
                 break  # not laid out as expected: keep the text rather than guess
             pos += len(line)
