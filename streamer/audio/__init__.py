@@ -34,12 +34,21 @@ class SourceSpec:
     rtp: Any = None  # streamer.audio.rtpsource.RtpSpec for rtp:// and sdp:
 
 
-def _bad(spec: str, problem: str) -> ConfigError:
-    return ConfigError(f"key 'source.spec' = {spec!r}: {problem}; accepted forms: {ACCEPTED_FORMS}")
+def _bad(spec: str, problem: str, key: str = "source.spec") -> ConfigError:
+    return ConfigError(f"key '{key}' = {spec!r}: {problem}; accepted forms: {ACCEPTED_FORMS}")
 
 
-def parse_spec(spec: str) -> SourceSpec:
-    """Parse a source spec; ConfigError naming `source.spec` and the accepted forms if it is wrong."""
+def parse_spec(spec: str, key: str = "source.spec") -> SourceSpec:
+    """Parse a source spec; ConfigError naming `key` and the accepted forms if it is wrong."""
+    try:
+        return _parse_spec(spec)
+    except ConfigError as e:
+        if key == "source.spec":
+            raise
+        raise ConfigError(str(e).replace("key 'source.spec'", f"key '{key}'", 1)) from None
+
+
+def _parse_spec(spec: str) -> SourceSpec:
     kind, sep, arg = spec.partition(":")
     kind = kind.strip().lower()
     if kind in ("rtp", "sdp"):
@@ -72,9 +81,9 @@ def parse_spec(spec: str) -> SourceSpec:
     raise _bad(spec, f"unknown source kind {kind!r}" if sep else "not a source")
 
 
-def open_source(spec: str, settings: Settings, stream: str | None = None) -> Source:
+def open_source(spec: str, settings: Settings, stream: str | None = None, key: str = "source.spec") -> Source:
     """Build the source for `spec`; file, device and port problems raise SourceError right away."""
-    parsed = parse_spec(spec)
+    parsed = parse_spec(spec, key)
     if parsed.kind == "rtp":
         from streamer.audio.rtpsource import RtpSource
 
