@@ -70,7 +70,7 @@ def test_two_rtp_rooms_one_model_no_leaks_and_one_sender_killed(audio_dir: Path,
         a = ffmpeg_send(speech["a"], "pcmu", ports["a"])
         b = ffmpeg_send(speech["b"], "l16", ports["b"])
         # Room A's sender dies midway: once room A's captions have started.
-        d.wait_for(lambda e: e["type"] == "partial" and e["stream"] == "a" and e["text"].strip())
+        d.wait_for(lambda e: e["type"] == "partial" and e["stream"] == "a" and len(e["text"].split()) >= 3)
         a.kill()
         a.wait(10)
         d.wait_state("a", "quiet")
@@ -91,7 +91,7 @@ def test_two_rtp_rooms_one_model_no_leaks_and_one_sender_killed(audio_dir: Path,
     # Room B ran to the end: its captions are its own speech.
     assert _wer(refs["b"], texts["b"]) <= 0.25
     # Room A got captions for what was said before its sender died, and none of room B's words.
-    assert texts["a"]
+    assert texts["a"], d.events
     own_a = set(normalize(refs["a"], "en").split())
     said_a = normalize(texts["a"], "en").split()
     assert sum(w in own_a for w in said_a) >= 0.6 * len(said_a)
