@@ -334,3 +334,46 @@ def test_jobs_with_curl_survive_a_restart(audio_dir: Path, tmp_path: Path) -> No
         assert not (state / "jobs" / jid).exists() and b.uploads() == []
     finally:
         b.stop()
+
+
+def test_unusable_state_dir_disables_only_the_file_api(tmp_path: Path) -> None:
+    """Captions keep working; the file API says why it cannot (503), and /health shows it."""
+    import asyncio
+    import urllib.error
+    import urllib.request
+
+    from streamer.bus import Bus
+    from streamer.decode.engine import DecodeEngine
+    from streamer.sinks import SinkContext, start_sinks
+
+    from .sink_harness import settings
+
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    s = settings(api={"state_dir": str(blocker / "state")})
+    engine = DecodeEngine.from_settings(s)
+
+    def get(url: str) -> tuple[int, dict[str, Any]]:
+        try:
+            with urllib.request.urlopen(url, timeout=10) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    async def main() -> None:
+        sinks = await start_sinks(
+            SinkContext(settings=s, bus=Bus(), streams={}, model="tiny.en", engine=engine)
+        )
+        try:
+            base = f"http://127.0.0.1:{sinks.server_port}"
+            status, body = await asyncio.to_thread(get, base + "/v1/models")
+            assert status == 503 and "api.state_dir" in body["error"]["message"]
+            status, body = await asyncio.to_thread(get, base + "/health")
+            assert body["api"]["enabled"] is False and "not-a-dir" in body["api"]["problem"]
+        finally:
+            await sinks.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        engine.close()
