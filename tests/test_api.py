@@ -303,7 +303,7 @@ def test_jobs_with_curl_survive_a_restart(audio_dir: Path, tmp_path: Path) -> No
     finally:
         a.stop(signal.SIGKILL)  # a crash, not a clean stop: the state on disk must be enough
     assert 0 < doc["progress"] < 1 and doc["audio_seconds_done"] < doc["audio_seconds"]
-    b = Daemon(state, result_ttl=8)
+    b = Daemon(state, result_ttl=8, max_jobs=1)
     try:
 
         def finished() -> dict[str, Any] | None:
@@ -325,6 +325,9 @@ def test_jobs_with_curl_survive_a_restart(audio_dir: Path, tmp_path: Path) -> No
         second = json.loads(body)["id"]
         status, body = curl(f"{b.url}/v1/jobs/{second}/result.txt")
         assert status == 409 and json.loads(body)["error"]["code"] == "job_not_done"
+        # api.max_jobs = 1: a third job while the second is queued or running is refused.
+        status, body = curl("-i", "-F", f"file=@{path}", "-F", "model=tiny.en", b.url + "/v1/jobs")
+        assert status == 429 and "retry-after:" in body.lower(), body[:300]
         status, body = curl("-X", "DELETE", f"{b.url}/v1/jobs/{second}")
         assert status == 200 and json.loads(body)["deleted"] is True
         assert curl(f"{b.url}/v1/jobs/{second}")[0] == 404
