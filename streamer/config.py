@@ -189,8 +189,19 @@ class ServerConfig(_Section):
         le=64 * 2**20,
         description="Kernel send buffer per client (bytes): bounds memory held for slow clients.",
     )
+    ingest_token: str | None = Field(
+        None,
+        description="Token for /ingest (browser microphone audio), separate from the read token; "
+        "None = /ingest refused.",
+    )
+    ingest_max_frame: int = Field(
+        32000, ge=320, le=1_048_576, description="Largest /ingest frame (bytes; 32000 = 1 s of audio)."
+    )
+    ingest_burst: float = Field(
+        2.0, ge=0.1, le=60.0, description="Seconds of audio an /ingest client may send ahead of real time."
+    )
 
-    @field_validator("token")
+    @field_validator("token", "ingest_token")
     @classmethod
     def _token(cls, v: str | None) -> str | None:
         # An empty token used to mean "no token": a typo'd secret silently opened the server.

@@ -18,7 +18,7 @@ __all__ = ["SAMPLE_RATE", "RingBuffer", "Source", "SourceError", "SourceSpec", "
 
 ACCEPTED_FORMS = (
     "mic, mic:DEVICE (name or index), file:PATH, stdin, stdin:RATE (Hz of s16le mono input), "
-    "demo (a built-in speech sample, looped), "
+    "demo (a built-in speech sample, looped), ingest (audio sent to /ingest), "
     "rtp://HOST:PORT[?codec=pcmu|pcma|l16|opus&rate=HZ&channels=N&pt=N&jitter=S&quiet=S&allow=ADDR,..], "
     "sdp:PATH[?jitter=S&quiet=S&allow=ADDR,..]"
 )
@@ -27,7 +27,7 @@ _MIN_RATE, _MAX_RATE = 1000, 384_000
 
 @dataclass(frozen=True)
 class SourceSpec:
-    kind: str  # "mic" | "file" | "stdin" | "demo" | "rtp"
+    kind: str  # "mic" | "file" | "stdin" | "demo" | "rtp" | "ingest"
     device: str | None = None
     path: Path | None = None
     rate: int = SAMPLE_RATE
@@ -62,6 +62,8 @@ def _parse_spec(spec: str) -> SourceSpec:
         if sep and not arg.strip():
             raise _bad(spec, "missing device after 'mic:'")
         return SourceSpec("mic", device=arg.strip() if sep else None)
+    if kind == "ingest" and not sep:
+        return SourceSpec("ingest")
     if kind == "demo" and not sep:
         return SourceSpec("demo")
     if kind == "file":
@@ -97,6 +99,10 @@ def open_source(spec: str, settings: Settings, stream: str | None = None, key: s
         from streamer.audio.stdin import StdinSource
 
         return StdinSource(parsed.rate)
+    if parsed.kind == "ingest":
+        from streamer.audio.ingest import IngestSource
+
+        return IngestSource()
     if parsed.kind == "demo":
         from streamer.audio.demo import DemoSource
 

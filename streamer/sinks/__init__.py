@@ -100,6 +100,9 @@ async def start_sinks(ctx: SinkContext) -> Sinks:
         # The server first: a port already in use is the likeliest failure, and it should come
         # before anything has connected to a broker or created files.
         if sinks.server is not None:
+            from streamer.sinks.ingest import IngestRoute
+
+            IngestRoute(ctx, sinks.server).mount()  # before start(), like the file API
             if api is not None:
                 api.mount()  # before start(): the static catch-all route is added last
             await sinks.server.start()
