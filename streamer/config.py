@@ -205,8 +205,19 @@ class ServerConfig(_Section):
         le=64 * 2**20,
         description="Kernel send buffer per client (bytes): bounds memory held for slow clients.",
     )
+    ingest_token: str | None = Field(
+        None,
+        description="Token for /ingest (browser microphone audio), separate from the read token; "
+        "None = /ingest refused.",
+    )
+    ingest_max_frame: int = Field(
+        32000, ge=320, le=1_048_576, description="Largest /ingest frame (bytes; 32000 = 1 s of audio)."
+    )
+    ingest_burst: float = Field(
+        2.0, ge=0.1, le=60.0, description="Seconds of audio an /ingest client may send ahead of real time."
+    )
 
-    @field_validator("token")
+    @field_validator("token", "ingest_token")
     @classmethod
     def _token(cls, v: str | None) -> str | None:
         # An empty token used to mean "no token": a typo'd secret silently opened the server.
@@ -334,6 +345,36 @@ class ServiceConfig(_Section):
     )
 
 
+_STREAM_NAME = r"^[A-Za-z0-9_.-]{1,64}$"
+
+
+class StreamConfig(_Section):
+    """One of several streams in a daemon; what it leaves unset comes from the top-level settings."""
+
+    name: str = Field(
+        pattern=_STREAM_NAME, description="Stream name (WebSocket stream=, MQTT topics, files)."
+    )
+    source: str = Field(description="Source spec, as source.spec.")
+    model: str | None = Field(None, description="Model name; streams naming the same model share it.")
+    language: str | None = Field(None, description="Fixed language code (default: decoder.language).")
+    languages: list[str] | None = Field(
+        None, description="Detection allow-list (default: decoder.languages)."
+    )
+    task: Literal["transcribe", "translate"] | None = Field(None, description="Default: decoder.task.")
+    prompt: str | None = Field(None, description="Initial prompt (default: decoder.initial_prompt).")
+    hotwords: str | None = Field(None, description="Default: decoder.hotwords.")
+
+    @field_validator("language")
+    @classmethod
+    def _language(cls, v: str | None) -> str | None:
+        return None if v is None else _check_language(v)
+
+    @field_validator("languages")
+    @classmethod
+    def _languages(cls, v: list[str] | None) -> list[str] | None:
+        return None if v is None else [_check_language(c) for c in v]
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="STREAMER_",
@@ -342,7 +383,7 @@ class Settings(BaseSettings):
         validate_assignment=True,
     )
 
-    stream: str = Field("main", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Stream name.")
+    stream: str = Field("main", pattern=_STREAM_NAME, description="Stream name.")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     source: SourceConfig = Field(default_factory=SourceConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -356,6 +397,18 @@ class Settings(BaseSettings):
     api: ApiConfig = Field(default_factory=ApiConfig)
     obs: ObsConfig = Field(default_factory=ObsConfig)
     service: ServiceConfig = Field(default_factory=ServiceConfig)
+    #: Several streams in one daemon ([[streams]] tables); empty = the one stream `stream` + `source`.
+    streams: list[StreamConfig] = Field(default_factory=list, max_length=64)
+
+    @field_validator("streams")
+    @classmethod
+    def _unique_names(cls, v: list[StreamConfig]) -> list[StreamConfig]:
+        seen: set[str] = set()
+        for s in v:
+            if s.name in seen:
+                raise ValueError(f"stream name {s.name!r} is used twice; each stream needs its own")
+            seen.add(s.name)
+        return v
 
     @field_validator("model", mode="before")
     @classmethod
@@ -531,3 +584,33 @@ def load_settings(config_file: str | Path | None = None, overrides: dict[str, An
         _TOML_DATA.reset(token)
         if saved is not None:
             os.environ["STREAMER_CONFIG"] = saved
+
+
+def stream_settings(settings: Settings) -> list[Settings]:
+    """The settings of each stream: the top-level ones with the stream's own keys applied.
+
+    Without `[[streams]]` that is the settings themselves (the one-stream shortcut).
+    """
+    if not settings.streams:
+        return [settings]
+    out = []
+    for sc in settings.streams:
+        s = settings.model_copy(deep=True)
+        s.streams = []
+        s.stream = sc.name
+        s.source.spec = sc.source
+        if sc.model is not None:
+            s.model.name = sc.model
+        dec = s.decoder
+        if sc.language is not None:
+            dec.language = sc.language
+        if sc.languages is not None:
+            dec.languages = sc.languages
+        if sc.task is not None:
+            dec.task = sc.task
+        if sc.prompt is not None:
+            dec.initial_prompt = sc.prompt
+        if sc.hotwords is not None:
+            dec.hotwords = sc.hotwords
+        out.append(s)
+    return out

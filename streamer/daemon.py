@@ -1,4 +1,9 @@
-"""`streamer run`: the configured source(s) to every configured sink, supervised for systemd.
+"""`streamer run`: every configured stream from its source to every configured sink, supervised.
+
+Without `[[streams]]` there is one stream (`stream`, `source.spec`). With them, each stream has its
+own source, ring, VAD and caption state, while streams that name the same model share one loaded
+model. A stream that fails (its source gone for good) ends alone: the others go on, and the exit
+status is 1 once all have ended if any failed.
 
 The asyncio loop in the main thread owns the network sinks and the supervision: it tells
 systemd (notify protocol) when the daemon is ready, feeds the watchdog while every pipeline makes
@@ -45,12 +50,71 @@ _POLL = 0.1
 
 
 def main(settings: Settings, args: argparse.Namespace) -> int:
-    source = open_source_or_demo(settings)  # a bad file fails before the model loads
-    engine = DecodeEngine.from_settings(settings)
+    from streamer.audio import open_source
+    from streamer.config import stream_settings
+
+    per_stream = stream_settings(settings)
+    sources: list[Source] = []
     try:
-        return asyncio.run(_serve(settings, args, source, engine))
+        # Sources first: a bad file or a port in use fails before a model loads.
+        if not settings.streams:
+            sources.append(open_source_or_demo(settings))
+        else:
+            for i, s in enumerate(per_stream):
+                sources.append(open_source(s.source.spec, s, s.stream, key=f"streams.{i}.source"))
+        engines = _engines(per_stream)
+    except BaseException:
+        for src in sources:
+            _close_source(src)
+        raise
+    try:
+        return asyncio.run(_serve(settings, args, list(zip(per_stream, sources, engines, strict=True))))
     finally:
-        engine.close()
+        for engine in _distinct(engines):
+            engine.close()
+
+
+def _distinct(engines: list[DecodeEngine]) -> list[DecodeEngine]:
+    return list({id(e): e for e in engines}.values())
+
+
+def _close_source(source: Source) -> None:
+    close = getattr(source, "close", None)
+    if callable(close):
+        close()
+
+
+def _engines(per_stream: list[Settings]) -> list[DecodeEngine]:
+    """The engine of each stream: one loaded model per model name, shared by its streams.
+
+    The engine holds the task and hotwords (DecodeRequest does not carry them yet), so a stream
+    that differs there from the first on the same model gets a second engine over the same loaded
+    WhisperModel: the weights are in memory once; only the decode queue is separate.
+    """
+    import dataclasses
+
+    by_key: dict[tuple[str, str, str | None], DecodeEngine] = {}
+    by_model: dict[str, DecodeEngine] = {}
+    out: list[DecodeEngine] = []
+    for s in per_stream:
+        dec = s.decoder
+        key = (s.model.name, dec.task, dec.hotwords)
+        engine = by_key.get(key)
+        if engine is None:
+            first = by_model.get(s.model.name)
+            if first is None:
+                engine = by_model[s.model.name] = DecodeEngine.from_settings(s)
+            else:
+                options = dataclasses.replace(first.options, task=dec.task, hotwords=dec.hotwords)
+                engine = DecodeEngine(first.model, first.model_name, options)
+            by_key[key] = engine
+        if not engine.multilingual and dec.language not in (None, "en"):
+            raise UserError(
+                f"stream {s.stream}: model '{engine.model_name}' is English-only; "
+                f"it cannot do language '{dec.language}'"
+            )
+        out.append(engine)
+    return out
 
 
 # -- first run ------------------------------------------------------------------------------
@@ -87,12 +151,13 @@ def open_source_or_demo(settings: Settings) -> Source:
 class _Daemon:
     settings: Settings
     args: argparse.Namespace
-    engine: DecodeEngine
+    engine: DecodeEngine  # the first stream's (the file API's)
     bus: Bus
     streams: list[Stream]
     notifier: Notifier
     heartbeats: dict[str, LoopHeartbeat]
-    decodes: DecodeMonitor
+    decodes: list[DecodeMonitor]  # one per distinct engine
+    engines: list[DecodeEngine] = field(default_factory=list)  # each stream's, in stream order
     sinks: Sinks | None = None
     last_caption: float | None = None
     stopping: bool = False
@@ -112,7 +177,9 @@ class _Daemon:
                 name=s.name,
                 state=str(s.health()["state"]),
                 beat_age=self.heartbeats[s.name].age(now),
-                oldest_decode_age=self.decodes.oldest_age(s.name, now),
+                oldest_decode_age=max(
+                    (a for m in self.decodes if (a := m.oldest_age(s.name, now)) is not None), default=None
+                ),
             )
             for s in self.streams
         ]
@@ -125,10 +192,16 @@ class _Daemon:
         return status_line(self.probes(now), self.clients(), age, problems or [])
 
 
-async def _serve(settings: Settings, args: argparse.Namespace, source: Source, engine: DecodeEngine) -> int:
+async def _serve(
+    settings: Settings, args: argparse.Namespace, plan: list[tuple[Settings, Source, DecodeEngine]]
+) -> int:
     bus = Bus(max_finals=settings.server.history_finals, max_age=settings.server.history_seconds)
-    bus.add_stream(settings.stream)
-    streams = [Stream(settings, source, engine, bus.publish)]
+    streams = []
+    for cfg, source, stream_engine in plan:
+        bus.add_stream(cfg.stream)
+        streams.append(Stream(cfg, source, stream_engine, bus.publish))
+    engines = [e for _, _, e in plan]
+    engine = engines[0]
     d = _Daemon(
         settings=settings,
         args=args,
@@ -137,18 +210,20 @@ async def _serve(settings: Settings, args: argparse.Namespace, source: Source, e
         streams=streams,
         notifier=Notifier.from_env(),
         heartbeats={s.name: LoopHeartbeat(s.ring) for s in streams},
-        decodes=DecodeMonitor(engine),
+        decodes=[DecodeMonitor(e) for e in _distinct(engines)],
+        engines=engines,
     )
-    install_test_hang(engine)
+    for e in _distinct(engines):
+        install_test_hang(e)
     console = ConsoleSink(jsonl=getattr(args, "jsonl", False))
     bus.subscribe(console)
     bus.subscribe(d.on_event)
     d.sinks = await _start_sinks(settings, bus, streams, engine)
     _print_address(d.sinks)
     _install_signal_handlers(d)
-    for s in streams:
+    for s, e in zip(streams, engines, strict=True):
         s.start()
-        log.info("stream %s: %s -> model %s", s.name, s.source.description, engine.model_name)
+        log.info("stream %s: %s -> model %s", s.name, s.source.description, e.model_name)
     try:
         if await _wait_capturing(d):
             d.notifier.ready(d.status(time.monotonic()))
@@ -161,10 +236,13 @@ async def _serve(settings: Settings, args: argparse.Namespace, source: Source, e
             await asyncio.to_thread(_fsync_transcripts, d.sinks)
         await asyncio.to_thread(console.close)  # bounded: a stuck stdout does not hold the exit
         d.notifier.close()
-    errors = [s.error for s in streams if s.error]
-    for error in errors:
-        print(f"streamer: {error}", file=sys.stderr)
-    return 1 if errors else 0
+    for s in streams:
+        _close_source(s.source)
+    failed = [s for s in streams if s.error]
+    for s in failed:
+        prefix = f"stream {s.name}: " if len(streams) > 1 else ""
+        print(f"streamer: {prefix}{s.error}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 async def _start_sinks(settings: Settings, bus: Bus, streams: list[Stream], engine: DecodeEngine) -> Sinks:
@@ -235,9 +313,16 @@ def _stop(d: _Daemon) -> None:
 
 
 async def _wait_capturing(d: _Daemon) -> bool:
-    """Wait until every stream loop has read audio (READY=1 means captions can flow)."""
+    """Wait until every stream loop has read audio (READY=1 means captions can flow).
+
+    A network source that waits for senders (RTP) is ready once it listens: a room whose mixer is
+    not sending yet must not hold the daemon in "activating" until systemd gives up on it.
+    """
     while d.running():
-        if all(s.health()["last_audio_age"] is not None or s.join(timeout=0) for s in d.streams):
+        if all(
+            s.health()["last_audio_age"] is not None or s.join(timeout=0) or s.source.listening
+            for s in d.streams
+        ):
             return True
         await asyncio.sleep(_POLL)
     return False
@@ -309,6 +394,20 @@ async def _reload_config(d: _Daemon) -> None:
         d.notifier.ready(d.status(time.monotonic()))
 
 
+_OWN_KEYS = {
+    "language": "decoder.language",
+    "languages": "decoder.languages",
+    "task": "decoder.task",
+    "prompt": "decoder.initial_prompt",
+    "hotwords": "decoder.hotwords",
+}
+
+
+def _own_keys(sc: Any) -> frozenset[str]:
+    """The dotted keys a [[streams]] entry sets for its stream."""
+    return frozenset(key for field_, key in _OWN_KEYS.items() if getattr(sc, field_) is not None)
+
+
 def _apply_live(d: _Daemon, new: Settings, live: dict[str, Any]) -> None:
     """Write the live keys into the running Settings, which the stream and the sinks read on use."""
     import dataclasses
@@ -316,27 +415,40 @@ def _apply_live(d: _Daemon, new: Settings, live: dict[str, Any]) -> None:
     from streamer.pipeline import filter_options
     from streamer.service.reload import ENGINE_KEYS
 
+    # Each stream reads its own Settings (the daemon's own one with a single stream); a key the
+    # stream's [[streams]] entry sets stays as the entry says.
+    targets: list[tuple[Settings, frozenset[str]]] = [(d.settings, frozenset())]
+    own = {sc.name: _own_keys(sc) for sc in d.settings.streams}
+    for st in d.streams:
+        if st.settings is not d.settings:
+            targets.append((st.settings, own.get(st.name, frozenset())))
     for key in live:
         section, _, name = key.rpartition(".")
-        target = getattr(d.settings, section) if section else d.settings
-        source = getattr(new, section) if section else new
-        setattr(target, name, getattr(source, name))
+        for settings, fixed in targets:
+            if key in fixed:
+                continue
+            target = getattr(settings, section) if section else settings
+            source = getattr(new, section) if section else new
+            setattr(target, name, getattr(source, name))
     if "log_level" in live:
         logging.getLogger().setLevel(d.settings.log_level.upper())
     if any(k.startswith(("filters.", "decoder.")) for k in live):
         for s in d.streams:
-            s.filters = filter_options(d.settings)
-    if ENGINE_KEYS & live.keys() and hasattr(d.engine, "options"):
-        dec = d.settings.decoder
-        d.engine.options = dataclasses.replace(
-            d.engine.options,
-            task=dec.task,
-            temperatures=tuple(dec.temperatures) or (0.0,),
-            no_speech_threshold=dec.no_speech_threshold,
-            log_prob_threshold=dec.log_prob_threshold,
-            compression_ratio_threshold=dec.compression_ratio_threshold,
-            hotwords=dec.hotwords,
-        )
+            s.filters = filter_options(s.settings)
+    if ENGINE_KEYS & live.keys():
+        for s, engine in zip(d.streams, d.engines or [d.engine] * len(d.streams), strict=True):
+            if not hasattr(engine, "options"):
+                continue
+            dec = s.settings.decoder
+            engine.options = dataclasses.replace(
+                engine.options,
+                task=dec.task,
+                temperatures=tuple(dec.temperatures) or (0.0,),
+                no_speech_threshold=dec.no_speech_threshold,
+                log_prob_threshold=dec.log_prob_threshold,
+                compression_ratio_threshold=dec.compression_ratio_threshold,
+                hotwords=dec.hotwords,
+            )
     server = d.sinks.server if d.sinks is not None else None
     if server is not None and "server.token" in live:
         from streamer.sinks.server import resolve_token

@@ -92,6 +92,8 @@ RTP_REJECTED = Counter(
 RTP_CONCEALED = Counter(
     "streamer_rtp_concealed_seconds", "Silence inserted for lost RTP packets (s)", ["stream"]
 )
+INGEST_BYTES = Counter("streamer_ingest_bytes", "PCM bytes received on /ingest", ["stream"])
+INGEST_REJECTED = Counter("streamer_ingest_rejected", "/ingest connections or frames refused", ["reason"])
 
 WS_CLIENTS = Gauge("streamer_ws_clients", "Connected WebSocket clients")
 WS_DROPPED_PARTIALS = Counter("streamer_ws_dropped_partials", "Partials dropped for slow clients")

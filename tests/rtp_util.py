@@ -107,6 +107,7 @@ class Daemon:
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
         self.stderr = ""
+        self.token: str | None = None  # the read token, for /metrics
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -147,7 +148,9 @@ class Daemon:
         )
 
     def get(self, path: str) -> bytes:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=10) as r:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", headers=headers)
+        with urllib.request.urlopen(req, timeout=10) as r:
             return bytes(r.read())
 
     def health(self) -> dict[str, Any]:

@@ -303,7 +303,7 @@ def test_jobs_with_curl_survive_a_restart(audio_dir: Path, tmp_path: Path) -> No
     finally:
         a.stop(signal.SIGKILL)  # a crash, not a clean stop: the state on disk must be enough
     assert 0 < doc["progress"] < 1 and doc["audio_seconds_done"] < doc["audio_seconds"]
-    b = Daemon(state, result_ttl=8)
+    b = Daemon(state, result_ttl=8, max_jobs=1)
     try:
 
         def finished() -> dict[str, Any] | None:
@@ -325,6 +325,9 @@ def test_jobs_with_curl_survive_a_restart(audio_dir: Path, tmp_path: Path) -> No
         second = json.loads(body)["id"]
         status, body = curl(f"{b.url}/v1/jobs/{second}/result.txt")
         assert status == 409 and json.loads(body)["error"]["code"] == "job_not_done"
+        # api.max_jobs = 1: a third job while the second is queued or running is refused.
+        status, body = curl("-i", "-F", f"file=@{path}", "-F", "model=tiny.en", b.url + "/v1/jobs")
+        assert status == 429 and "retry-after:" in body.lower(), body[:300]
         status, body = curl("-X", "DELETE", f"{b.url}/v1/jobs/{second}")
         assert status == 200 and json.loads(body)["deleted"] is True
         assert curl(f"{b.url}/v1/jobs/{second}")[0] == 404
@@ -334,3 +337,46 @@ def test_jobs_with_curl_survive_a_restart(audio_dir: Path, tmp_path: Path) -> No
         assert not (state / "jobs" / jid).exists() and b.uploads() == []
     finally:
         b.stop()
+
+
+def test_unusable_state_dir_disables_only_the_file_api(tmp_path: Path) -> None:
+    """Captions keep working; the file API says why it cannot (503), and /health shows it."""
+    import asyncio
+    import urllib.error
+    import urllib.request
+
+    from streamer.bus import Bus
+    from streamer.decode.engine import DecodeEngine
+    from streamer.sinks import SinkContext, start_sinks
+
+    from .sink_harness import settings
+
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    s = settings(api={"state_dir": str(blocker / "state")})
+    engine = DecodeEngine.from_settings(s)
+
+    def get(url: str) -> tuple[int, dict[str, Any]]:
+        try:
+            with urllib.request.urlopen(url, timeout=10) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    async def main() -> None:
+        sinks = await start_sinks(
+            SinkContext(settings=s, bus=Bus(), streams={}, model="tiny.en", engine=engine)
+        )
+        try:
+            base = f"http://127.0.0.1:{sinks.server_port}"
+            status, body = await asyncio.to_thread(get, base + "/v1/models")
+            assert status == 503 and "api.state_dir" in body["error"]["message"]
+            status, body = await asyncio.to_thread(get, base + "/health")
+            assert body["api"]["enabled"] is False and "not-a-dir" in body["api"]["problem"]
+        finally:
+            await sinks.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        engine.close()

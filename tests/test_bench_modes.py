@@ -220,6 +220,43 @@ def test_report_over_a_partial_run_with_a_candidate_curve() -> None:
     assert "accuracy only" in terminal_summary(results)
 
 
+def test_core_with_multilingual_candidates_only_measures_english_too() -> None:
+    plan = make_plan(_sets(), False, [1], core=True)
+    configs = [BenchConfig("base", "base"), BenchConfig("x", "base", {"decoder.beam_size": 1})]
+    runner = Runner(plan, configs, Path("/tmp"), "base")
+    assert set(runner.latency_sets("base")) == {"latency", "latency_ko"}
+    assert set(runner.items_for("base")) == {"en", "ko"}
+
+
+def test_history_lines_accumulate(tmp_path: Path) -> None:
+    from streamer.bench.report import append_history
+
+    cfg = {"name": "base", "model": "base", "overrides": {}, "latency_ko": _section(2.0)}
+    results: dict[str, Any] = {
+        "meta": {"started": "t0", "command": "streamer bench --core"},
+        "configs": [cfg],
+    }
+    append_history(results, tmp_path / "history.jsonl")
+    append_history(results, tmp_path / "history.jsonl")
+    lines = [json.loads(x) for x in (tmp_path / "history.jsonl").read_text().splitlines()]
+    assert len(lines) == 2 and lines[0]["rows"][0]["final_p50"] == 2.0 and lines[0]["rows"][0]["set"] == "ko"
+
+
+def test_compare_with_the_previous_run(tmp_path: Path) -> None:
+    from streamer.bench.report import append_history, compare_rows, last_history, summary_rows
+
+    assert last_history(tmp_path / "none.jsonl") is None
+    cfg = {"name": "base", "model": "base", "overrides": {}, "latency_ko": _section(3.0)}
+    append_history({"meta": {"started": "t0"}, "configs": [cfg]}, tmp_path / "h.jsonl")
+    prev = last_history(tmp_path / "h.jsonl")
+    assert prev is not None and prev["started"] == "t0"
+    now = {"configs": [{**cfg, "latency_ko": _section(1.5, revisions=1)}, {**cfg, "name": "new"}]}
+    (line,) = compare_rows(prev["rows"], summary_rows(now))  # "new" has no earlier row
+    assert (
+        line.startswith("base") and "final_p50 3.00→1.50 (-1.50)" in line and "revisions 0→1 (+1.00)" in line
+    )
+
+
 def test_summary_reads_plan_without_latency_sets() -> None:
     plan = Plan([], {}, [], None, [])
     runner = Runner(plan, [BenchConfig("base", "base")], Path("/tmp"), "base")

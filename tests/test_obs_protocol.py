@@ -243,3 +243,24 @@ def test_display_is_finals_then_the_newest_tail(steps: list[tuple[bool, str]]) -
     expected = " ".join(t for t in [*finals, tail] if t.strip())
     assert s.running_text() == expected
     assert s.display() == "\n".join(last_lines(expected, 20, 3))
+
+
+cjk_words = st.sampled_from(
+    ["the", "quick,", "brown", "회의를", "시작합니다.", "我们今天开会。", "「重要」", "and", "over"]
+)
+
+
+@settings(deadline=None)
+@given(st.lists(st.lists(cjk_words, min_size=1, max_size=8).map(" ".join), max_size=40), phrase)
+def test_forgetting_old_text_never_reflows_the_lines_shown(finals: list[str], tail: str) -> None:
+    """With a tiny memory the shown lines are those of the whole text: cuts fall at line starts."""
+    s = CaptionState(max_chars=20, max_lines=2, keep_chars=60)
+    s.on_hello(hello_event())
+    s.on_replay_done(0)
+    for i, text in enumerate(finals, start=1):
+        s.on_event(final(i, text))
+    s.on_event(partial(len(finals) + 1, 0, tail))
+    whole = " ".join([*finals, tail]).strip()
+    assert s.display() == "\n".join(last_lines(whole, 20, 2))
+    settled = s.running_text()[: len(s.running_text()) - len(tail)]
+    assert len(settled) <= 60 + 80  # bounded: the memory limit plus at most one final's words

@@ -365,3 +365,45 @@ def test_sdp_from_ffmpeg_and_gstreamer() -> None:
 def test_sdp_errors_say_what_is_missing(text: str, needle: str) -> None:
     with pytest.raises(SdpError, match=needle):
         parse_sdp(text)
+
+
+# -- source specs and the CLI ----------------------------------------------------------------------
+
+
+def test_rtp_specs_parse_into_formats_and_options() -> None:
+    from streamer.audio.rtpsource import RtpSpecError, parse_rtp_spec
+
+    s = parse_rtp_spec(
+        "rtp://0.0.0.0:5004?codec=L16&rate=44100&channels=2&pt=96&jitter=0.1&allow=10.0.0.1,::1"
+    )
+    assert (s.host, s.port) == ("0.0.0.0", 5004)
+    assert s.options.formats == {96: PayloadFormat(96, "L16", 44100, 2)}
+    assert s.options.jitter == 0.1 and s.options.allow == frozenset({"10.0.0.1", "::1"})
+    any_dynamic = parse_rtp_spec("rtp://[::1]:5006?codec=opus").options
+    assert any_dynamic.dynamic == ("OPUS", 48000, 2) and not any_dynamic.formats
+    assert parse_rtp_spec("sdp:/tmp/room.sdp?quiet=3").options.quiet_after == 3.0
+    for bad, needle in [
+        ("rtp://0.0.0.0", "HOST:PORT"),
+        ("rtp://0.0.0.0:5004?codec=speex", "codec"),
+        ("rtp://0.0.0.0:5004?rate=8000", "need codec"),
+        ("rtp://0.0.0.0:5004?jitter=9", "outside"),
+        ("rtp://0.0.0.0:5004?allow=bob", "not an IP"),
+        ("rtp://0.0.0.0:5004?volume=11", "unknown option"),
+        ("sdp:x.sdp?codec=pcmu", "SDP file gives the format"),
+    ]:
+        with pytest.raises(RtpSpecError, match=needle):
+            parse_rtp_spec(bad)
+
+
+def test_cli_bad_rtp_spec_exits_2_and_a_port_in_use_exits_1_before_loading_a_model() -> None:
+    import socket
+
+    from .e2e_util import streamer
+
+    res = streamer("run", "--source", "rtp://127.0.0.1:5004?codec=speex", "--no-server", timeout=60)
+    assert res.returncode == 2 and "source.spec" in res.stderr and "codec" in res.stderr
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        res = streamer("run", "--source", f"rtp://127.0.0.1:{port}", "--no-server", timeout=60)
+    assert res.returncode == 1 and "cannot listen for RTP" in res.stderr and "loaded" not in res.stderr

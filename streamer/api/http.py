@@ -99,6 +99,7 @@ class FileApi:
         self._running: dict[str, FileRun] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
+        self._unavailable: str | None = None  # why the file API cannot work (state_dir unusable)
 
     # --- lifecycle -----------------------------------------------------------------------------
     def mount(self) -> None:
@@ -113,7 +114,13 @@ class FileApi:
         self.server.on_close.append(self.close)
 
     async def start(self) -> None:
-        await asyncio.to_thread(self.store.prepare)
+        try:
+            await asyncio.to_thread(self.store.prepare)
+        except OSError as e:
+            # Captioning matters more than the file API: run without it and say why.
+            self._unavailable = f"api.state_dir '{self.cfg.state_dir}' is not usable: {e.strerror or e}"
+            log.error("file API disabled: %s", self._unavailable)
+            return
         now = time.time()
         for job in await asyncio.to_thread(self.store.load_all):
             if expired(job, now, self.cfg.result_ttl):
@@ -163,6 +170,10 @@ class FileApi:
                         code="invalid_api_key",
                         headers={"WWW-Authenticate": 'Bearer realm="streamer"'},
                     ) from None
+                if self._unavailable is not None:
+                    raise ApiError(
+                        503, f"The file API is unavailable: {self._unavailable}.", type="server_error"
+                    )
                 return await handler(request)
             except ApiError as e:
                 return _error_response(e)
@@ -370,6 +381,16 @@ class FileApi:
         return web.json_response({"object": "list", "data": data})
 
     # --- jobs ----------------------------------------------------------------------------------
+    def status(self) -> dict[str, object]:
+        """For /health: the file API's load."""
+        states = [j.state for j in self._jobs.values()]
+        return {
+            "enabled": self._unavailable is None,
+            "problem": self._unavailable,
+            "requests": self._active_requests,
+            "jobs": {s: states.count(s) for s in ("queued", "running", "done", "failed")},
+        }
+
     def _active_jobs(self) -> int:
         return sum(1 for j in self._jobs.values() if j.state in ACTIVE)
 
@@ -511,7 +532,10 @@ class FileApi:
             finals = task.result()
         except Cancelled:
             if self._closing:
-                return  # daemon stopping: the job stays 'running' on disk and resumes next start
+                # Daemon stopping cleanly: not a failed start; the job resumes at the next start.
+                job.attempts -= 1
+                self.store.save(job)
+                return
             await asyncio.to_thread(self.store.remove, job.id)  # deleted by the client
             return
         except SourceError as e:

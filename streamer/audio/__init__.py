@@ -18,7 +18,7 @@ __all__ = ["SAMPLE_RATE", "RingBuffer", "Source", "SourceError", "SourceSpec", "
 
 ACCEPTED_FORMS = (
     "mic, mic:DEVICE (name or index), file:PATH, stdin, stdin:RATE (Hz of s16le mono input), "
-    "demo (a built-in speech sample, looped), "
+    "demo (a built-in speech sample, looped), ingest (audio sent to /ingest), "
     "rtp://HOST:PORT[?codec=pcmu|pcma|l16|opus&rate=HZ&channels=N&pt=N&jitter=S&quiet=S&allow=ADDR,..], "
     "sdp:PATH[?jitter=S&quiet=S&allow=ADDR,..]"
 )
@@ -27,19 +27,28 @@ _MIN_RATE, _MAX_RATE = 1000, 384_000
 
 @dataclass(frozen=True)
 class SourceSpec:
-    kind: str  # "mic" | "file" | "stdin" | "demo" | "rtp"
+    kind: str  # "mic" | "file" | "stdin" | "demo" | "rtp" | "ingest"
     device: str | None = None
     path: Path | None = None
     rate: int = SAMPLE_RATE
     rtp: Any = None  # streamer.audio.rtpsource.RtpSpec for rtp:// and sdp:
 
 
-def _bad(spec: str, problem: str) -> ConfigError:
-    return ConfigError(f"key 'source.spec' = {spec!r}: {problem}; accepted forms: {ACCEPTED_FORMS}")
+def _bad(spec: str, problem: str, key: str = "source.spec") -> ConfigError:
+    return ConfigError(f"key '{key}' = {spec!r}: {problem}; accepted forms: {ACCEPTED_FORMS}")
 
 
-def parse_spec(spec: str) -> SourceSpec:
-    """Parse a source spec; ConfigError naming `source.spec` and the accepted forms if it is wrong."""
+def parse_spec(spec: str, key: str = "source.spec") -> SourceSpec:
+    """Parse a source spec; ConfigError naming `key` and the accepted forms if it is wrong."""
+    try:
+        return _parse_spec(spec)
+    except ConfigError as e:
+        if key == "source.spec":
+            raise
+        raise ConfigError(str(e).replace("key 'source.spec'", f"key '{key}'", 1)) from None
+
+
+def _parse_spec(spec: str) -> SourceSpec:
     kind, sep, arg = spec.partition(":")
     kind = kind.strip().lower()
     if kind in ("rtp", "sdp"):
@@ -53,6 +62,8 @@ def parse_spec(spec: str) -> SourceSpec:
         if sep and not arg.strip():
             raise _bad(spec, "missing device after 'mic:'")
         return SourceSpec("mic", device=arg.strip() if sep else None)
+    if kind == "ingest" and not sep:
+        return SourceSpec("ingest")
     if kind == "demo" and not sep:
         return SourceSpec("demo")
     if kind == "file":
@@ -72,9 +83,9 @@ def parse_spec(spec: str) -> SourceSpec:
     raise _bad(spec, f"unknown source kind {kind!r}" if sep else "not a source")
 
 
-def open_source(spec: str, settings: Settings, stream: str | None = None) -> Source:
+def open_source(spec: str, settings: Settings, stream: str | None = None, key: str = "source.spec") -> Source:
     """Build the source for `spec`; file, device and port problems raise SourceError right away."""
-    parsed = parse_spec(spec)
+    parsed = parse_spec(spec, key)
     if parsed.kind == "rtp":
         from streamer.audio.rtpsource import RtpSource
 
@@ -88,6 +99,10 @@ def open_source(spec: str, settings: Settings, stream: str | None = None) -> Sou
         from streamer.audio.stdin import StdinSource
 
         return StdinSource(parsed.rate)
+    if parsed.kind == "ingest":
+        from streamer.audio.ingest import IngestSource
+
+        return IngestSource()
     if parsed.kind == "demo":
         from streamer.audio.demo import DemoSource
 

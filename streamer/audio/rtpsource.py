@@ -182,6 +182,7 @@ def _bind(host: str, port: int) -> socket.socket:
 
 class RtpSource(Source):
     live = True
+    listening = True  # bound in __init__
 
     def __init__(self, spec: RtpSpec, *, stream: str = "main") -> None:
         self.spec = resolve(spec)

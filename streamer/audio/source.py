@@ -16,6 +16,8 @@ __all__ = ["Source", "SourceError"]
 class Source(ABC):
     #: A live source (mic, stdin, network) is retried with backoff when it fails; a file is not.
     live: bool = False
+    #: A network source that is ready when it listens, before any sender sends (RTP).
+    listening: bool = False
     #: Set by the capture thread: a source reports changes of its own (an RTP sender that went
     #: quiet: "quiet", and back: "running") through it.
     on_state: Callable[[str, str], None] | None = None

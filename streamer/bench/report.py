@@ -870,6 +870,7 @@ def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
                     "tail_flicker": o.get("tail_flicker"),
                     "metric": acc.get("metric"),
                     "ratio": acc.get("ratio"),
+                    "error_rate": acc.get("stream"),
                     "cpu": None if key == "overload" else sec["cost"]["cpu_per_audio_second"],
                     "lag_growth": _lag_growth(c, key),
                 }
@@ -884,7 +885,12 @@ def terminal_summary(results: dict[str, Any]) -> str:
         f"{'revised':>7} {'flicker':>7} {'err/off':>11} {'CPU/s':>6} {'lag +s':>6}"
     )
     for r in summary_rows(results):
-        err = "–" if r["ratio"] is None else f"{r['metric'].upper()} {r['ratio']:.3f}"
+        if r["ratio"] is not None:
+            err = f"{r['metric'].upper()} {r['ratio']:.3f}"
+        elif r["error_rate"] is not None:  # offline made no error: a ratio is undefined
+            err = f"{r['metric'].upper()} {_pct(r['error_rate'])}"
+        else:
+            err = "–"
         lines.append(
             f"{r['config'][:28]:28} {r['set']:8} {_f(r['first_p50']):>9} {_f(r['final_p50']):>9} "
             f"{_f(r['final_p90']):>9} {_f(r['eos_p90']):>8} {_f(r['revisions']):>7} "
@@ -911,6 +917,57 @@ def terminal_summary(results: dict[str, Any]) -> str:
             f"measured {_f(t['value'])}"
         )
     return "\n".join(lines)
+
+
+_COMPARED = ("first_p50", "final_p50", "final_p90", "eos_p90", "revisions", "ratio", "cpu")
+
+
+def last_history(path: Path) -> dict[str, Any] | None:
+    """The previous run's history line, if any (a damaged line is ignored)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        try:
+            data = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(data, dict):
+            return data
+    return None
+
+
+def compare_rows(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> list[str]:
+    """Change of each summary figure since an earlier run, per configuration and set present in both."""
+    old = {(r["config"], r["set"]): r for r in before}
+    out = []
+    for r in after:
+        p = old.get((r["config"], r["set"]))
+        if p is None:
+            continue
+        parts = []
+        for k in _COMPARED:
+            a, b = p.get(k), r.get(k)
+            if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+                parts.append(f"{k} {_f(a)}→{_f(b)} ({b - a:+.2f})")
+        out.append(f"{r['config'][:28]:28} {r['set']:8} " + ", ".join(parts))
+    return out
+
+
+def append_history(results: dict[str, Any], path: Path) -> None:
+    """One JSON line per run (when, which commit, the command, the summary rows), appended, so that
+    repeated runs while tuning (`--core`) can be compared afterwards."""
+    meta = results.get("meta", {})
+    line = {
+        "started": meta.get("started"),
+        "commit": _get(meta, "machine", "commit"),
+        "load_average": _get(meta, "machine", "load_average"),
+        "command": meta.get("command"),
+        "rows": summary_rows(results),
+    }
+    with path.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(_clean(line), ensure_ascii=False, allow_nan=False) + "\n")
 
 
 def write_report(results: dict[str, Any], out_dir: Path) -> dict[str, Path]:

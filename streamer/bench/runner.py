@@ -385,16 +385,17 @@ class Runner:
         multilingual models do Korean (the English side is tiny.en's)."""
         if english_only(model):
             return {k: v for k, v in self.plan.accuracy.items() if k in ("en", "long")}
-        if self.plan.core:
+        if self.plan.core and self._english_model():
             return {k: v for k, v in self.plan.accuracy.items() if k not in ("en", "long")}
         return self.plan.accuracy
+
+    def _english_model(self) -> bool:
+        return any(english_only(c.model) for c in self.configs)
 
     def latency_sets(self, model: str) -> dict[str, list[AudioItem]]:
         """Files replayed at 1x per latency section for a configuration of `model`."""
         out: dict[str, list[AudioItem]] = {}
-        english_here = (
-            not self.plan.core or english_only(model) or not any(english_only(c.model) for c in self.configs)
-        )
+        english_here = not self.plan.core or english_only(model) or not self._english_model()
         if english_here and self.plan.latency:
             out["latency"] = self.plan.latency
         if not english_only(model):

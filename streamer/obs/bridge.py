@@ -382,6 +382,15 @@ class Bridge:
                 )
                 status.problem(msg, delay)
                 await asyncio.sleep(delay)
+            except protocol.ObsRequestError as e:
+                if e.code != protocol.STATUS_NOT_READY:
+                    raise ObsError(
+                        f"OBS refused {e.request_type}: {e.comment or f'status {e.code}'}"
+                    ) from None
+                # OBS is starting, shutting down or switching scene collections: try again.
+                delay = backoff.next()
+                status.problem("OBS is not ready", delay)
+                await asyncio.sleep(delay)
             finally:
                 self.obs_connected = False
                 self.streaming = False
@@ -444,17 +453,20 @@ class Bridge:
             raise ObsError(
                 f"OBS could not create Text source '{name}' ({kind}) in scene '{scene}': {resp.error()}"
             )
-        video = await client.call("GetVideoSettings")
-        await client.call(
-            "SetSceneItemTransform",
-            {
-                "sceneName": scene,
-                "sceneItemId": resp.data["sceneItemId"],
-                "sceneItemTransform": protocol.bottom_center_transform(
-                    video["baseWidth"], video["baseHeight"]
-                ),
-            },
-        )
+        try:
+            video = await client.call("GetVideoSettings")
+            await client.call(
+                "SetSceneItemTransform",
+                {
+                    "sceneName": scene,
+                    "sceneItemId": resp.data["sceneItemId"],
+                    "sceneItemTransform": protocol.bottom_center_transform(
+                        video["baseWidth"], video["baseHeight"]
+                    ),
+                },
+            )
+        except protocol.ObsRequestError as e:  # only the placement: the source works where it is
+            log.warning("could not place the new source at the bottom: %s", e)
         log.info("created Text source '%s' (%s) in scene '%s'", name, kind, scene)
         return f"new Text source '{name}' ({kind}) in scene '{scene}'"
 

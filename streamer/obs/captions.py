@@ -13,13 +13,12 @@ to a newly connected follower are older than the connection and are shown, not c
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 
 from streamer.events import Final, Hello, Partial, Status
-from streamer.layout import last_lines
+from streamer.layout import last_lines, roll_lines
 
-# Settled text kept for display: enough for the last lines at any sensible line length.
+# Settled text kept for display: far more than the last lines need at any sensible line length.
 KEEP_CHARS = 1000
 
 
@@ -31,13 +30,13 @@ class Reconnect:
 
 
 class CaptionState:
-    def __init__(self, max_chars: int = 42, max_lines: int = 2) -> None:
+    def __init__(self, max_chars: int = 42, max_lines: int = 2, keep_chars: int = KEEP_CHARS) -> None:
         self.max_chars = max_chars
         self.max_lines = max_lines
+        self.keep_chars = keep_chars
         self.session: str | None = None
         self.since = 0  # seq of the last final received in this session
-        self._settled: deque[str] = deque()
-        self._settled_chars = 0
+        self._settled = ""  # whitespace-normalised, so that layout lines are substrings of it
         self._tail = ""
         self._replaying = False
         self._replay_until = 0
@@ -79,27 +78,47 @@ class CaptionState:
             return False, None  # already have it (replay overlap)
         self.since = f.seq
         self._tail = ""  # the daemon follows a non-last final with the remaining tail
-        text = f.text.strip()
+        text = " ".join(f.text.split())
         if text:
-            self._settled.append(text)
-            self._settled_chars += len(text) + 1
-            while self._settled_chars > KEEP_CHARS and len(self._settled) > 1:
-                self._settled_chars -= len(self._settled.popleft()) + 1
+            self._settled = f"{self._settled} {text}" if self._settled else text
+            if len(self._settled) > self.keep_chars:
+                self._trim()
         live = not self._replaying and f.seq > self._replay_until
         return True, (f if live and text else None)
 
     def _on_partial(self, p: Partial) -> bool:
         if p.seq <= self.since:
             return False  # previews a final we already have
-        tail = p.text.strip()
+        tail = " ".join(p.text.split())
         if tail == self._tail:
             return False
         self._tail = tail
         return True
 
+    def _trim(self) -> None:
+        """Forget the oldest settled text, cutting at the start of a caption line.
+
+        A rolled line depends only on where it starts and the words after it, so the lines
+        after the cut come out exactly as before: trimming never re-flows what is on screen.
+        """
+        lines = roll_lines(self._settled, self.max_chars)
+        pos, cut = 0, 0
+        for line in lines[: -(self.max_lines + 1)]:
+            if not self._settled.startswith(line, pos):
+                break  # not laid out as expected: keep the text rather than guess
+            pos += len(line)
+            if self._settled.startswith(" ", pos):
+                pos += 1
+            if len(self._settled) - pos < self.keep_chars // 2:
+                break
+            cut = pos
+        self._settled = self._settled[cut:]
+
     # --- display ---------------------------------------------------------------------------
     def running_text(self) -> str:
-        return " ".join([*self._settled, *([self._tail] if self._tail else [])])
+        return (
+            f"{self._settled} {self._tail}" if self._settled and self._tail else self._settled or self._tail
+        )
 
     def display(self) -> str:
         """The Text source's text: the last caption lines, newline-separated."""

@@ -19,6 +19,7 @@ from streamer.bus import Bus
 from streamer.config import Settings
 
 if TYPE_CHECKING:
+    from streamer.api.http import FileApi
     from streamer.sinks.files import TranscriptWriter
     from streamer.sinks.mqtt import MqttSink
     from streamer.sinks.server import CaptionServer
@@ -76,7 +77,10 @@ async def start_sinks(ctx: SinkContext) -> Sinks:
     sinks = Sinks()
 
     def status_extra() -> dict[str, Any]:
-        return {"mqtt": sinks.mqtt.state() if sinks.mqtt is not None else {"enabled": False}}
+        extra: dict[str, Any] = {"mqtt": sinks.mqtt.state() if sinks.mqtt is not None else {"enabled": False}}
+        if api is not None:
+            extra["api"] = api.status()
+        return extra
 
     # Construct (which validates the settings) before starting anything.
     if s.mqtt.url:
@@ -85,7 +89,7 @@ async def start_sinks(ctx: SinkContext) -> Sinks:
         )
     if s.transcripts.dir is not None:
         sinks.files = TranscriptWriter(s.transcripts, ctx.bus, layout=s.layout.rules())
-    api = None
+    api: FileApi | None = None
     if s.server.enabled:
         sinks.server = CaptionServer(ctx, status_extra=status_extra)
         if s.api.enabled and ctx.engine is not None:
@@ -96,6 +100,9 @@ async def start_sinks(ctx: SinkContext) -> Sinks:
         # The server first: a port already in use is the likeliest failure, and it should come
         # before anything has connected to a broker or created files.
         if sinks.server is not None:
+            from streamer.sinks.ingest import IngestRoute
+
+            IngestRoute(ctx, sinks.server).mount()  # before start(), like the file API
             if api is not None:
                 api.mount()  # before start(): the static catch-all route is added last
             await sinks.server.start()
