@@ -231,6 +231,10 @@ class RtpSource(Source):
         if sock is None:
             raise SourceError(f"RTP socket on {self.host}:{self.port} is closed")
         state = self.session.state
+        if state == "waiting":
+            # Not "running" until a sender sends: an idle room is not a dead microphone, so /health
+            # does not turn 503 for it (the state says what is going on).
+            self._notify("waiting", f"waiting for RTP on {self.host}:{self.port}")
         next_metrics = 0.0
         try:
             while not stop.is_set() and not ring.closed:
