@@ -142,6 +142,7 @@ def test_long_paths_methods_and_pipelining(caplog: pytest.LogCaptureFixture) -> 
             )
             _, _, body = reply.partition(b"\r\n\r\n")
             assert status_of(reply) == 200 and body == b""
+            assert b"\r\nServer: streamer/" in reply and b"aiohttp" not in reply
             # Two pipelined requests on one connection: both answered, in order.
             two = (
                 f"GET /health HTTP/1.1\r\n{host}\r\nGET /streams HTTP/1.1\r\n{host}Connection: close\r\n\r\n"

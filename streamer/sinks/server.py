@@ -226,6 +226,7 @@ class CaptionServer:
         self._host_names = bound_names(self.cfg.host, _machine_names() if wildcard else ())
         # Routes other components add (the file API) before start(); the static catch-all comes last.
         self.app = web.Application(middlewares=[self._access_middleware])
+        self.app.on_response_prepare.append(self._server_header)
         self._public: set[str] = {"/health", "/streams"}
         self.on_close: list[Callable[[], Awaitable[None]]] = []
 
@@ -426,6 +427,10 @@ class CaptionServer:
             group.discard(c)
             self._n_clients -= 1
             metrics.WS_CLIENTS.set(self._n_clients)
+
+    async def _server_header(self, request: web.Request, response: web.StreamResponse) -> None:
+        # Our name and version, as before the move, rather than aiohttp's and Python's versions.
+        response.headers["Server"] = f"streamer/{self.ctx.version}"
 
     # --- access --------------------------------------------------------------------------------
     @web.middleware
