@@ -339,8 +339,8 @@ def test_jobs_with_curl_survive_a_restart(audio_dir: Path, tmp_path: Path) -> No
         b.stop()
 
 
-def test_unusable_state_dir_disables_only_the_file_api(tmp_path: Path) -> None:
-    """Captions keep working; the file API says why it cannot (503), and /health shows it."""
+def test_token_and_unusable_state_dir(tmp_path: Path) -> None:
+    """The file API needs the token; an unusable state dir disables only it (503, in /health)."""
     import asyncio
     import urllib.error
     import urllib.request
@@ -353,12 +353,13 @@ def test_unusable_state_dir_disables_only_the_file_api(tmp_path: Path) -> None:
 
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("")
-    s = settings(api={"state_dir": str(blocker / "state")})
+    s = settings(api={"state_dir": str(blocker / "state")}, server={"token": "s3cret"})
     engine = DecodeEngine.from_settings(s)
 
-    def get(url: str) -> tuple[int, dict[str, Any]]:
+    def get(url: str, token: str | None = "s3cret") -> tuple[int, dict[str, Any]]:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
         try:
-            with urllib.request.urlopen(url, timeout=10) as r:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as r:
                 return r.status, json.loads(r.read())
         except urllib.error.HTTPError as e:
             return e.code, json.loads(e.read())
@@ -369,6 +370,9 @@ def test_unusable_state_dir_disables_only_the_file_api(tmp_path: Path) -> None:
         )
         try:
             base = f"http://127.0.0.1:{sinks.server_port}"
+            for token in (None, "wrong"):  # the token guards the file API like /ws and /metrics
+                status, body = await asyncio.to_thread(get, base + "/v1/models", token)
+                assert status == 401 and body["error"]["code"] == "invalid_api_key"
             status, body = await asyncio.to_thread(get, base + "/v1/models")
             assert status == 503 and "api.state_dir" in body["error"]["message"]
             status, body = await asyncio.to_thread(get, base + "/health")

@@ -407,3 +407,35 @@ def test_cli_bad_rtp_spec_exits_2_and_a_port_in_use_exits_1_before_loading_a_mod
         port = taken.getsockname()[1]
         res = streamer("run", "--source", f"rtp://127.0.0.1:{port}", "--no-server", timeout=60)
     assert res.returncode == 1 and "cannot listen for RTP" in res.stderr and "loaded" not in res.stderr
+
+
+def test_multicast_group_is_joined_on_the_given_interface() -> None:
+    """Loopback only: the group is joined on 127.0.0.1 and the sender sends out of it (TTL 1)."""
+    import socket
+    import threading
+
+    from streamer.audio.ring import RingBuffer
+    from streamer.audio.rtpsource import RtpSource, parse_rtp_spec
+
+    from .rtp_util import free_udp_port
+
+    src = RtpSource(parse_rtp_spec(f"rtp://239.255.42.42:{free_udp_port()}?iface=127.0.0.1&quiet=5"))
+    ring, stop = RingBuffer(16000 * 5), threading.Event()
+    thread = threading.Thread(target=src.run, args=(ring, stop))
+    thread.start()
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as out:
+            out.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("127.0.0.1"))
+            out.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
+            for i in range(25):
+                out.sendto(build(RtpPacket(0, i, 160 * i, 9, b"\xff" * 160)), ("239.255.42.42", src.port))
+        # 25 packets of 20 ms come out as 0.5 s at 16 kHz (less the resampler's few samples).
+        got = 0
+        while got < 25 * 320 - 64:
+            _, more = ring.read(timeout=5)
+            assert len(more), f"only {got} samples arrived"
+            got += len(more)
+    finally:
+        stop.set()
+        thread.join(5)
+    assert src.status()["packets"] == 25 and src.status()["lost"] == 0

@@ -68,6 +68,9 @@ def test_two_rtp_rooms_one_model_no_leaks_and_one_sender_killed(audio_dir: Path,
         d.wait_running("b")
         health = d.health()
         assert set(health["streams"]) == {"a", "b"}
+        for room in ("a", "b"):  # no sender yet: waiting, and that is healthy
+            d.wait_state(room, "waiting")
+            assert d.health()["streams"][room]["healthy"]
         a = ffmpeg_send(speech["a"], "pcmu", ports["a"])
         b = ffmpeg_send(speech["b"], "l16", ports["b"])
         # Room A's sender dies midway: once room A's captions have started.

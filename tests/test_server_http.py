@@ -142,6 +142,7 @@ def test_long_paths_methods_and_pipelining(caplog: pytest.LogCaptureFixture) -> 
             )
             _, _, body = reply.partition(b"\r\n\r\n")
             assert status_of(reply) == 200 and body == b""
+            assert b"\r\nServer: streamer/" in reply and b"aiohttp" not in reply
             # Two pipelined requests on one connection: both answered, in order.
             two = (
                 f"GET /health HTTP/1.1\r\n{host}\r\nGET /streams HTTP/1.1\r\n{host}Connection: close\r\n\r\n"
@@ -157,3 +158,28 @@ def test_long_paths_methods_and_pipelining(caplog: pytest.LogCaptureFixture) -> 
     assert not any("a" * 200 in r.getMessage() for r in caplog.records)
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert not errors, errors
+
+
+def test_a_request_head_that_never_ends_is_closed() -> None:
+    """Slowloris: a connection that sends part of a request head and stalls does not stay open."""
+
+    def stalled(port: int, first: bytes) -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
+            if first:
+                s.sendall(first)
+            return s.recv(100)  # b"" once the server closes it; socket.timeout fails the test
+
+    async def main() -> None:
+        sinks, _ = await start(Bus(), settings())
+        port = sinks.server_port
+        assert port
+        try:
+            closed = await asyncio.gather(
+                asyncio.to_thread(stalled, port, b""),
+                asyncio.to_thread(stalled, port, b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "),
+            )
+            assert closed == [b"", b""]
+        finally:
+            await sinks.close()
+
+    run(main(), timeout=90)

@@ -18,6 +18,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
@@ -84,7 +85,12 @@ async def _follow(port: int, seconds: float) -> tuple[list[float], list[float]]:
     return finals, partials
 
 
-def run_once(live: Path, job_file: Path | None, seconds: float, model: str, state: Path) -> dict[str, Any]:
+def run_once(live: Path, job_file: Path | None, seconds: float, model: str) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="streamer-load-bench-") as tmp:  # no jobs left from earlier runs
+        return _run_once(live, job_file, seconds, model, Path(tmp))
+
+
+def _run_once(live: Path, job_file: Path | None, seconds: float, model: str, state: Path) -> dict[str, Any]:
     port = _free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "STREAMER_API__STATE_DIR": str(state)}
     proc = subprocess.Popen(
@@ -138,13 +144,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--audio", type=Path, default=None, help="recorded test audio (STREAMER_TEST_AUDIO)")
     p.add_argument("--seconds", type=float, default=60.0)
     p.add_argument("--model", default="tiny.en")
-    p.add_argument("--state", type=Path, default=Path("/tmp/streamer-load-bench"))
     a = p.parse_args(argv)
     audio = a.audio or default_audio_dir()
     live = audio / "long" / "en_ljspeech_LJ001-0001_to_0032_concat.flac"
     result = {
-        "without_job": run_once(live, None, a.seconds, a.model, a.state),
-        "with_job": run_once(live, live, a.seconds, a.model, a.state),
+        "without_job": run_once(live, None, a.seconds, a.model),
+        "with_job": run_once(live, live, a.seconds, a.model),
         "loadavg_1m": os.getloadavg()[0],
         "cpus": os.cpu_count(),
     }

@@ -19,8 +19,9 @@ __all__ = ["SAMPLE_RATE", "RingBuffer", "Source", "SourceError", "SourceSpec", "
 ACCEPTED_FORMS = (
     "mic, mic:DEVICE (name or index), file:PATH, stdin, stdin:RATE (Hz of s16le mono input), "
     "demo (a built-in speech sample, looped), ingest (audio sent to /ingest), "
-    "rtp://HOST:PORT[?codec=pcmu|pcma|l16|opus&rate=HZ&channels=N&pt=N&jitter=S&quiet=S&allow=ADDR,..], "
-    "sdp:PATH[?jitter=S&quiet=S&allow=ADDR,..]"
+    "rtp://HOST:PORT[?codec=pcmu|pcma|l16|opus&rate=HZ&channels=N&pt=N&jitter=S&quiet=S"
+    "&allow=ADDR,..&iface=ADDR], "
+    "sdp:PATH[?jitter=S&quiet=S&allow=ADDR,..&iface=ADDR]"
 )
 _MIN_RATE, _MAX_RATE = 1000, 384_000
 

@@ -97,6 +97,8 @@ class IngestSource(Source):
             self.on_state(state, detail)
 
     def run(self, ring: RingBuffer, stop: threading.Event) -> None:
+        if self._client is None:
+            self._notify("waiting", "waiting for an /ingest client")
         while not stop.is_set() and not ring.closed:
             try:
                 block = self._queue.get(timeout=_STOP_POLL)

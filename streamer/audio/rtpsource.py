@@ -10,6 +10,8 @@ Options, as URL query parameters (the same for both forms, so each stream carrie
     jitter=SECONDS   jitter buffer depth (default 0.06)
     quiet=SECONDS    no packets this long = the sender is quiet (default 1.0)
     allow=ADDR,ADDR  accept datagrams from these sender addresses only
+    iface=ADDR       the local interface address to join a multicast group on (default: the
+                     kernel's choice, usually the default route's interface)
 
 The thread here only moves bytes: every decision is in `RtpSession` (streamer.audio.rtpsession).
 """
@@ -36,10 +38,6 @@ from streamer.errors import SourceError
 
 log = logging.getLogger(__name__)
 
-RTP_FORMS = (
-    "rtp://HOST:PORT[?codec=pcmu|pcma|l16|opus&rate=HZ&channels=N&pt=N&jitter=S&quiet=S&allow=ADDR,..]"
-)
-SDP_FORMS = "sdp:PATH[?jitter=S&quiet=S&allow=ADDR,..]"
 _TICK = 0.005  # how often the receiver wakes without a datagram: releases held packets in time
 _METRICS_EVERY = 0.25
 _RCVBUF = 1 << 20
@@ -56,6 +54,7 @@ class RtpSpec:
     port: int | None
     sdp: Path | None = None
     options: RtpOptions = field(default_factory=RtpOptions)
+    iface: str | None = None  # local address to join a multicast group on
 
 
 def _number(q: dict[str, list[str]], key: str, kind: type, lo: float, hi: float) -> float | int | None:
@@ -78,10 +77,10 @@ def parse_rtp_spec(spec: str) -> RtpSpec:
         if not path.strip():
             raise RtpSpecError("missing path after 'sdp:'")
         q = parse_qs(query, keep_blank_values=True)
-        bad = set(q) - {"jitter", "quiet", "allow"}
+        bad = set(q) - {"jitter", "quiet", "allow", "iface"}
         if bad:
             raise RtpSpecError(f"unknown option(s) {', '.join(sorted(bad))} (the SDP file gives the format)")
-        return RtpSpec(None, None, Path(path).expanduser(), _options(q, {}))
+        return RtpSpec(None, None, Path(path).expanduser(), _options(q, {}), _iface(q))
     parts = urlsplit(spec)
     try:
         host, port = parts.hostname, parts.port
@@ -92,7 +91,7 @@ def parse_rtp_spec(spec: str) -> RtpSpec:
     if parts.path not in ("", "/"):
         raise RtpSpecError(f"unexpected path {parts.path!r}")
     q = parse_qs(parts.query, keep_blank_values=True)
-    bad = set(q) - {"codec", "rate", "channels", "pt", "jitter", "quiet", "allow"}
+    bad = set(q) - {"codec", "rate", "channels", "pt", "jitter", "quiet", "allow", "iface"}
     if bad:
         raise RtpSpecError(f"unknown option(s) {', '.join(sorted(bad))}")
     formats: dict[int, PayloadFormat] = {}
@@ -115,7 +114,17 @@ def parse_rtp_spec(spec: str) -> RtpSpec:
             raise RtpSpecError(str(e)) from None
     elif {"rate", "channels", "pt"} & set(q):
         raise RtpSpecError("rate, channels and pt need codec=...")
-    return RtpSpec(host, port, None, options)
+    return RtpSpec(host, port, None, options, _iface(q))
+
+
+def _iface(q: dict[str, list[str]]) -> str | None:
+    if "iface" not in q:
+        return None
+    raw = q["iface"][-1].strip()
+    try:
+        return str(ipaddress.IPv4Address(raw))
+    except ValueError:
+        raise RtpSpecError(f"iface: {raw!r} is not an IPv4 interface address") from None
 
 
 def _options(q: dict[str, list[str]], formats: dict[int, PayloadFormat]) -> RtpOptions:
@@ -153,7 +162,7 @@ def resolve(spec: RtpSpec) -> RtpSpec:
     return replace(spec, host=sdp.address, port=sdp.port, options=replace(spec.options, formats=formats))
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def _bind(host: str, port: int, iface: str | None = None) -> socket.socket:
     try:
         addr = ipaddress.ip_address(host)
     except ValueError:
@@ -167,7 +176,7 @@ def _bind(host: str, port: int) -> socket.socket:
             # Binding to the group (not 0.0.0.0) keeps other groups on the same port out.
             sock.bind((str(addr), port))
             if family == socket.AF_INET:
-                mreq = struct.pack("4s4s", addr.packed, socket.inet_aton("0.0.0.0"))
+                mreq = struct.pack("4s4s", addr.packed, socket.inet_aton(iface or "0.0.0.0"))
                 sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
             else:
                 mreq6 = struct.pack("16sI", addr.packed, 0)
@@ -192,7 +201,7 @@ class RtpSource(Source):
         self.session = RtpSession(self.spec.options)
         # Bind now: a port in use fails before the daemon loads a model, not in a thread later.
         try:
-            self._sock: socket.socket | None = _bind(self.host, self.port)
+            self._sock: socket.socket | None = _bind(self.host, self.port, self.spec.iface)
         except OSError as e:
             raise SourceError(
                 f"cannot listen for RTP on {self.host}:{self.port}: {e.strerror or e}"
@@ -231,6 +240,10 @@ class RtpSource(Source):
         if sock is None:
             raise SourceError(f"RTP socket on {self.host}:{self.port} is closed")
         state = self.session.state
+        if state == "waiting":
+            # Not "running" until a sender sends: an idle room is not a dead microphone, so /health
+            # does not turn 503 for it (the state says what is going on).
+            self._notify("waiting", f"waiting for RTP on {self.host}:{self.port}")
         next_metrics = 0.0
         try:
             while not stop.is_set() and not ring.closed:

@@ -68,6 +68,8 @@ CLOSE_POLICY = 1008
 CLOSE_TRY_AGAIN = 1013
 MAX_CONTROL_MESSAGE = 1024
 WRITE_HIGH = 2**15  # bytes buffered in the transport before a client's sender must wait for drain
+HEADER_TIMEOUT = 10.0  # a connection that has not sent one whole request head by then is closed
+KEEPALIVE_TIMEOUT = 30.0  # an idle keep-alive connection (or a slow second request head) is closed
 MAX_STATIC_NAME = 255  # longer names cannot be files (NAME_MAX); answered 404 without a syscall
 _STATIC_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")
 _STREAM_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -219,10 +221,12 @@ class CaptionServer:
         self._closing = False
         self.port: int | None = None
         self._kicks: set[asyncio.Task[None]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
         wildcard = self.cfg.host in WILDCARD_HOSTS
         self._host_names = bound_names(self.cfg.host, _machine_names() if wildcard else ())
         # Routes other components add (the file API) before start(); the static catch-all comes last.
         self.app = web.Application(middlewares=[self._access_middleware])
+        self.app.on_response_prepare.append(self._server_header)
         self._public: set[str] = {"/health", "/streams"}
         self.on_close: list[Callable[[], Awaitable[None]]] = []
 
@@ -255,6 +259,7 @@ class CaptionServer:
             handle_signals=False,
             shutdown_timeout=5.0,
             logger=_http_log,
+            keepalive_timeout=KEEPALIVE_TIMEOUT,
         )
         await self._runner.setup()
         site = web.TCPSite(self._runner, host or None, self.cfg.port, reuse_address=True)
@@ -265,6 +270,7 @@ class CaptionServer:
             self._runner = None
             raise
         self.port = int(self._runner.addresses[0][1])
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_slow_connections())
         self._unsubscribe = self.bus.subscribe(self._on_bus_event)
         log.info("captions on ws://%s:%s/ws, page on http://%s:%s/", host, self.port, host, self.port)
         return self.port
@@ -284,6 +290,8 @@ class CaptionServer:
                     senders.append(c.sender)
         if senders:
             await asyncio.wait(senders, timeout=5.0)
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         for hook in self.on_close:
             with contextlib.suppress(Exception):
                 await hook()
@@ -291,6 +299,30 @@ class CaptionServer:
             await self._runner.cleanup()
         for t in list(self._kicks):
             t.cancel()
+
+    async def _sweep_slow_connections(self) -> None:
+        """Close connections that never finish their first request head (slowloris).
+
+        aiohttp has no timeout for reading a request's head; websockets' server had one (10 s).
+        Idle keep-alive connections are closed by aiohttp itself (KEEPALIVE_TIMEOUT).
+        """
+        first_seen: dict[int, float] = {}
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(HEADER_TIMEOUT / 4)
+            server = self._runner.server if self._runner is not None else None
+            if server is None:
+                continue
+            now = loop.time()
+            alive: dict[int, float] = {}
+            for handler in server.connections:
+                key = id(handler)
+                seen = first_seen.get(key, now)
+                if getattr(handler, "_request_count", 1) == 0 and now - seen >= HEADER_TIMEOUT:
+                    handler.force_close()
+                    continue
+                alive[key] = seen
+            first_seen = alive
 
     @property
     def client_count(self) -> int:
@@ -395,6 +427,10 @@ class CaptionServer:
             group.discard(c)
             self._n_clients -= 1
             metrics.WS_CLIENTS.set(self._n_clients)
+
+    async def _server_header(self, request: web.Request, response: web.StreamResponse) -> None:
+        # Our name and version, as before the move, rather than aiohttp's and Python's versions.
+        response.headers["Server"] = f"streamer/{self.ctx.version}"
 
     # --- access --------------------------------------------------------------------------------
     @web.middleware
