@@ -85,29 +85,16 @@ def _close_source(source: Source) -> None:
 
 
 def _engines(per_stream: list[Settings]) -> list[DecodeEngine]:
-    """The engine of each stream: one loaded model per model name, shared by its streams.
-
-    The engine holds the task and hotwords (DecodeRequest does not carry them yet), so a stream
-    that differs there from the first on the same model gets a second engine over the same loaded
-    WhisperModel: the weights are in memory once; only the decode queue is separate.
-    """
-    import dataclasses
-
-    by_key: dict[tuple[str, str, str | None], DecodeEngine] = {}
+    """The engine of each stream: one loaded model and one decode scheduler per model name, shared
+    by its streams (each request carries its stream's task and hotwords), so the scheduler orders
+    the work of every stream on that model fairly."""
     by_model: dict[str, DecodeEngine] = {}
     out: list[DecodeEngine] = []
     for s in per_stream:
         dec = s.decoder
-        key = (s.model.name, dec.task, dec.hotwords)
-        engine = by_key.get(key)
+        engine = by_model.get(s.model.name)
         if engine is None:
-            first = by_model.get(s.model.name)
-            if first is None:
-                engine = by_model[s.model.name] = DecodeEngine.from_settings(s)
-            else:
-                options = dataclasses.replace(first.options, task=dec.task, hotwords=dec.hotwords)
-                engine = DecodeEngine(first.model, first.model_name, options)
-            by_key[key] = engine
+            engine = by_model[s.model.name] = DecodeEngine.from_settings(s)
         if not engine.multilingual and dec.language not in (None, "en"):
             raise UserError(
                 f"stream {s.stream}: model '{engine.model_name}' is English-only; "

@@ -92,7 +92,8 @@ class FileRun:
         with self._lock:
             if self._stopped.is_set():
                 raise Cancelled()
-            stream = Stream(self.settings, source, self.engine, collect, name="file")
+            # File work yields to live streams on a shared engine (the scheduler's background tier).
+            stream = Stream(self.settings, source, self.engine, collect, name="file", background=True)
             self._stream = stream
         stream.start()
         stream.join()

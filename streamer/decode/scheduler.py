@@ -81,6 +81,8 @@ class Scheduler(Generic[T]):
 
     def record(self, p: Pending[T], started: float, ended: float) -> None:
         """A decode ran from `started` to `ended` (wall clock of the caller)."""
+        if p.background:
+            return  # background work yields to live work: it is not load that live streams feel
         self._busy.append((started, ended))
         if p.tier == 0:
             self._final_waits.append((ended, started - p.submitted))
