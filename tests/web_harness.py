@@ -43,13 +43,13 @@ def screenshot_dir(tmp_path: Path) -> Path:
 
 
 @contextmanager
-def chromium() -> Iterator[Any]:
+def chromium(extra_args: Iterable[str] = ()) -> Iterator[Any]:
     if not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)):
         pytest.fail(f"Chromium not found at {CHROMIUM} (apt-get install chromium; see .ci/run)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, *extra_args], headless=True)
         try:
             yield browser
         finally:

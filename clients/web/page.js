@@ -1,7 +1,9 @@
 // Caption page `/`: the session's finals with timestamps, the live partial (settled part and
 // changing tail), language tags, a stream picker, search, copy, downloads, auto-scroll.
-// Page parameters: ?stream= ?token= ?partials=false ?max= (paragraphs kept on screen, 2000).
+// Page parameters: ?stream= ?token= ?partials=false ?max= (paragraphs kept on screen, 2000)
+// ?ingest_token= (for "caption my microphone"; asked for when missing).
 import { CaptionClient, clock, pageParams, paragraphText } from "./captions.js";
+import { MicIngest } from "./mic.js";
 
 const params = pageParams();
 const maxParagraphs = Math.max(10, parseInt(params.get("max") || "2000", 10) || 2000);
@@ -126,6 +128,7 @@ function trim() {
 client.addEventListener("hello", (e) => {
   const { hello, restarted } = e.detail;
   const stream = client.stream || hello.streams[0] || "";
+  offerMic(stream);
   $("stream").textContent = stream;
   $("model").textContent = hello.model + (hello.language ? " · " + hello.language : "");
   document.title = "captions · " + stream;
@@ -182,6 +185,57 @@ client.addEventListener("status", (e) => {
   if (s.state === "running") showState("live", "live");
   else showState("reconnecting", "stream " + s.state + (s.detail ? ": " + s.detail : ""));
 });
+
+// --- caption my microphone --------------------------------------------------------------------
+// The button shows when the stream takes audio over /ingest (its source is `ingest`, from the open
+// /streams route), or when the page was given an ingest token. The ingest token is separate from
+// the read token; it comes from ?ingest_token= or is asked for once and kept for this page.
+let ingestToken = params.get("ingest_token");
+let mic = null;
+const micEl = $("mic");
+const micStateEl = $("mic-state");
+
+async function offerMic(stream) {
+  if (mic && mic.active) return;
+  micEl.dataset.stream = stream;
+  let takesIngest = false;
+  try {
+    const r = await fetch("/streams", { cache: "no-store" });
+    const list = r.ok ? await r.json() : [];
+    takesIngest = list.some((s) => s.name === stream && String(s.source || "").startsWith("ingest"));
+  } catch {
+    takesIngest = false;
+  }
+  micEl.hidden = !(takesIngest || ingestToken);
+}
+
+function showMic(state, text) {
+  micStateEl.className = state;
+  micStateEl.textContent = text;
+  const on = state === "on" || state === "starting";
+  micEl.classList.toggle("on", on);
+  micEl.textContent = on ? "stop my microphone" : "caption my microphone";
+}
+
+micEl.addEventListener("click", () => {
+  if (mic && mic.active) {
+    mic.stop();
+    return;
+  }
+  if (!ingestToken) {
+    ingestToken = (window.prompt("Ingest token (server.ingest_token) for audio into this stream:") || "").trim();
+    if (!ingestToken) return;
+  }
+  mic = new MicIngest({ stream: micEl.dataset.stream, token: ingestToken });
+  mic.addEventListener("state", (e) => {
+    showMic(e.detail.state, e.detail.text);
+    // A refused token is asked for again on the next click.
+    if (e.detail.state === "error" && e.detail.text.includes("token")) ingestToken = null;
+  });
+  window.micIngest = mic; // for tests and the curious
+  mic.start();
+});
+window.addEventListener("pagehide", () => mic && mic.stop());
 
 // --- search ------------------------------------------------------------------------------------
 function applySearch(el) {
