@@ -43,13 +43,24 @@ def screenshot_dir(tmp_path: Path) -> Path:
 
 
 @contextmanager
-def chromium(extra_args: Iterable[str] = ()) -> Iterator[Any]:
+def playwright() -> Iterator[Any]:
+    """Playwright's sync API, to launch one or more browsers with `launch`."""
     if not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)):
         pytest.fail(f"Chromium not found at {CHROMIUM} (apt-get install chromium; see .ci/run)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, *extra_args], headless=True)
+        yield p
+
+
+def launch(p: Any, extra_args: Iterable[str] = ()) -> Any:
+    return p.chromium.launch(executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, *extra_args], headless=True)
+
+
+@contextmanager
+def chromium(extra_args: Iterable[str] = ()) -> Iterator[Any]:
+    with playwright() as p:
+        browser = launch(p, extra_args)
         try:
             yield browser
         finally:

@@ -35,6 +35,7 @@ export class MicIngest extends EventTarget {
     this.sent = 0; // bytes
     this.dropped = 0; // frames
     this.active = false;
+    this.contextRate = null; // the AudioContext's rate, which the worklet converts from
   }
 
   emit(state, text) {
@@ -84,6 +85,7 @@ export class MicIngest extends EventTarget {
     if (!this.active) return this.release();
     try {
       this.ctx = new AudioContext();
+      this.contextRate = this.ctx.sampleRate;
       await this.ctx.audioWorklet.addModule(new URL("mic-worklet.js", import.meta.url));
       const source = this.ctx.createMediaStreamSource(this.media);
       this.node = new AudioWorkletNode(this.ctx, "mic-capture", {
