@@ -30,6 +30,11 @@ DECODE_RTF = Histogram(
     ["kind"],
     buckets=(0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0),
 )
+DECODE_BATCH = Histogram(
+    "streamer_decode_batch_size",
+    "Windows per batched encoder call (model.batch_size > 1)",
+    buckets=(2, 3, 4, 6, 8, 16, 32),
+)
 LATENCY = Histogram(
     "streamer_caption_latency_seconds",
     "emitted_at - end of caption events (audio clock, s)",

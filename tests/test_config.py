@@ -99,3 +99,14 @@ def test_every_numeric_key_has_bounds() -> None:
     walk(Settings, "")
     # log_prob_threshold is an average log probability: <= 0 by nature, any negative value works.
     assert unbounded == ["decoder.log_prob_threshold"]
+
+
+def test_model_batch_size_is_auto_or_a_bounded_integer() -> None:
+    from streamer.decode.batch import resolve_batch_size
+
+    assert load_settings(overrides={"model.batch_size": 4}).model.batch_size == 4
+    auto = load_settings().model.batch_size
+    assert (resolve_batch_size(auto, "cpu"), resolve_batch_size(auto, "cuda")) == (1, 8)
+    for bad in (0, 65, "many"):
+        with pytest.raises(ConfigError, match=r"model\.batch_size"):
+            load_settings(overrides={"model.batch_size": bad})

@@ -9,6 +9,8 @@ from concurrent.futures import Future
 from typing import Any
 
 import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
 
 from streamer.decode.engine import DecodeEngine, DecodeOptions, DecodeRequest
 from streamer.decode.hypothesis import Hypothesis
@@ -40,6 +42,54 @@ def test_streams_take_turns_within_a_tier() -> None:
     second = s.pop_next()
     assert first is not None and second is not None
     assert {first.stream, second.stream} == {"busy", "quiet"}  # the quiet stream is not starved
+
+
+def test_pop_batch_takes_one_request_per_stream_of_the_first_tier() -> None:
+    s: Scheduler[int] = Scheduler()
+    s.add(_p(1, "a", "final", 1.0))
+    s.add(_p(2, "a", "final", 1.5))  # same stream: waits for the next batch
+    s.add(_p(3, "b", "step", 0.5))  # lower tier: never rides with finals
+    s.add(_p(4, "c", "final", 2.0))
+    s.add(_p(5, "d", "final", 3.0))
+    assert [p.id for p in s.pop_batch(2)] == [1, 4]
+    assert [p.id for p in s.pop_batch(8)] == [5, 2]  # d was never served: it goes first
+    assert [p.id for p in s.pop_batch(8)] == [3]
+    assert s.pop_batch(8) == []
+
+
+def test_pop_batch_of_one_is_pop_next() -> None:
+    a: Scheduler[int] = Scheduler()
+    b: Scheduler[int] = Scheduler()
+    for s in (a, b):
+        for i, (stream, kind) in enumerate([("x", "step"), ("y", "final"), ("x", "final"), ("z", "step")]):
+            s.add(_p(i, stream, kind, float(i)))
+    order_a = [p.id for p in iter(a.pop_next, None)]
+    order_b = [batch[0].id for batch in iter(lambda: b.pop_batch(1), [])]
+    assert order_a == order_b
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from("abcd"), st.sampled_from(["step", "final"]), st.booleans()),
+        max_size=30,
+    ),
+    st.integers(1, 5),
+)
+def test_pop_batch_drains_everything_once_in_uniform_batches(
+    reqs: list[tuple[str, str, bool]], limit: int
+) -> None:
+    s: Scheduler[int] = Scheduler()
+    for i, (stream, kind, bg) in enumerate(reqs):
+        s.add(_p(i, stream, kind, float(i), background=bg))
+    seen: list[int] = []
+    while batch := s.pop_batch(limit):
+        assert 1 <= len(batch) <= limit
+        assert len({p.tier for p in batch}) == 1
+        assert len({p.stream for p in batch}) == len(batch)
+        # Nothing more urgent was left behind: tiers never go back up.
+        assert all(q.tier >= batch[0].tier for q in s.pending())
+        seen += [p.id for p in batch]
+    assert sorted(seen) == list(range(len(reqs)))
 
 
 def test_cancelled_request_is_removed() -> None:

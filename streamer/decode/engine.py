@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from streamer import metrics
+from streamer.decode import batch
 from streamer.decode.hypothesis import Hypothesis, HypSegment, HypWord
 from streamer.decode.scheduler import Pending, Scheduler
 from streamer.errors import UserError
@@ -58,8 +59,14 @@ def _context_model_class() -> type:
 
     class ContextWhisperModel(WhisperModel):
         encode_frames: int | None = None
+        # This window's row of a batched encoder pass (streamer.decode.batch): used once, by the
+        # next encode() call, which is transcribe's first (and, for <= 30 s, only) segment.
+        encoded: Any = None
 
         def encode(self, features: np.ndarray) -> Any:
+            if self.encoded is not None:
+                out, self.encoded = self.encoded, None
+                return out
             n = self.encode_frames
             if n is not None and features.shape[-1] > n:
                 features = np.ascontiguousarray(features[..., :n])
@@ -109,9 +116,17 @@ class DecodeOptions:
 
 class DecodeEngine:
     def __init__(
-        self, model: WhisperModel, model_name: str, options: DecodeOptions, load_seconds: float = 0.0
+        self,
+        model: WhisperModel,
+        model_name: str,
+        options: DecodeOptions,
+        load_seconds: float = 0.0,
+        batch_size: int = 1,
     ):
         self.model = model
+        # Windows of different streams encoded in one call (streamer.decode.batch); needs the
+        # context model's `encoded` hook.
+        self.batch_size = batch_size if hasattr(model, "encoded") else 1
         self.model_name = model_name
         self.options = options
         self.load_seconds = load_seconds
@@ -144,11 +159,12 @@ class DecodeEngine:
             raise UserError(f"cannot load model '{cfg.name}' from {resolved.path}: {e}") from None
         load = time.perf_counter() - t0
         log.info(
-            "model %s (%s, %s on %s) loaded in %.2f s",
+            "model %s (%s, %s on %s, batch %s) loaded in %.2f s",
             resolved.name,
             resolved.origin,
             compute_type,
             device,
+            cfg.batch_size,
             load,
         )
         dec = settings.decoder
@@ -162,7 +178,8 @@ class DecodeEngine:
             max_tokens_per_second=dec.max_tokens_per_second,
             fallback_min_seconds=dec.fallback_min_seconds,
         )
-        engine = cls(model, resolved.name, opts, load_seconds=load)
+        batch_size = batch.resolve_batch_size(cfg.batch_size, device)
+        engine = cls(model, resolved.name, opts, load_seconds=load, batch_size=batch_size)
         if not engine.multilingual:
             if dec.language not in (None, "en"):
                 raise UserError(
@@ -236,26 +253,51 @@ class DecodeEngine:
                     for left in self._scheduler.pending():
                         left.item[1].cancel()
                     return
-                p = self._scheduler.pop_next()
-            if p is None:
-                continue
-            req, fut = p.item
-            if not fut.set_running_or_notify_cancel():
-                continue
+                ps = self._scheduler.pop_batch(self.batch_size)
+            ps = [p for p in ps if p.item[1].set_running_or_notify_cancel()]
             started = time.monotonic()
-            metrics.QUEUE_WAIT.labels(req.kind).observe(started - p.submitted)
-            try:
-                result = self.decode(req)
-            except Exception as e:  # reported to the stream that asked
-                log.exception("decode failed")
-                fut.set_exception(e)
-                continue
-            finally:
-                with self._cond:
-                    self._scheduler.record(p, started, time.monotonic())
-            fut.set_result(result)
+            rows = self._encode_batch([p.item[0] for p in ps]) if len(ps) > 1 else [None] * len(ps)
+            for p, row in zip(ps, rows, strict=True):
+                # One interval per request (the shared encode counts in the first), so the busy
+                # fraction stays the decoder's real busy time.
+                started = self._run(p, started, row)
+
+    def _run(self, p: Pending[tuple[DecodeRequest, Future[Hypothesis]]], started: float, row: Any) -> float:
+        req, fut = p.item
+        metrics.QUEUE_WAIT.labels(req.kind).observe(started - p.submitted)
+        try:
+            result = self.decode(req, encoded=row)
+        except Exception as e:  # reported to the stream that asked
+            log.exception("decode failed")
+            fut.set_exception(e)
+            return time.monotonic()
+        finally:
+            if row is not None:
+                self.model.encoded = None  # not left for the next window if this one failed early
+            ended = time.monotonic()
+            with self._cond:
+                self._scheduler.record(p, started, ended)
+        fut.set_result(result)
+        return ended
+
+    def _encode_batch(self, reqs: list[DecodeRequest]) -> list[Any]:
+        """One encoder call for the batch; on failure each request encodes on its own."""
+        frames = batch.batch_frames(
+            [batch.window_frames(r.context, r.duration, FRAMES_PER_SECOND) for r in reqs]
+        )
+        try:
+            rows = batch.encode_batch(self.model, [r.audio for r in reqs], frames)
+        except Exception:
+            log.exception("batched encode failed; decoding one by one")
+            return [None] * len(reqs)
+        metrics.DECODE_BATCH.observe(len(reqs))
+        return rows
 
     # -- decoding ----------------------------------------------------------------------------
+
+    def _use_encoded(self, encoded: Any) -> None:
+        if encoded is not None:
+            self.model.encoded = encoded
 
     def detect_language(self, audio: np.ndarray, allowed: list[str] | None) -> tuple[str, float]:
         if not self.multilingual:
@@ -269,12 +311,12 @@ class DecodeEngine:
                 lang, prob = allowed[0], 0.0
         return lang, float(prob)
 
-    def decode(self, req: DecodeRequest) -> Hypothesis:
+    def decode(self, req: DecodeRequest, encoded: Any = None) -> Hypothesis:
+        """Decode one window; `encoded` is its row of a batched encoder pass, if it had one."""
         t0 = time.perf_counter()
         opts = self.options
         if hasattr(self.model, "encode_frames"):
-            frames = int(max(req.context, req.duration + 5.0) * FRAMES_PER_SECOND)
-            self.model.encode_frames = frames if frames < 30 * FRAMES_PER_SECOND else None
+            self.model.encode_frames = batch.window_frames(req.context, req.duration, FRAMES_PER_SECOND)
         language = req.language
         lang_prob: float | None = None
         if language is None and req.languages and self.multilingual:
@@ -303,6 +345,7 @@ class DecodeEngine:
             vad_filter=False,
             max_new_tokens=min(max_new, MAX_NEW_TOKENS),
         )
+        self._use_encoded(encoded)
         segments_iter, info = self.model.transcribe(req.audio, **kwargs)
         if kwargs["initial_prompt"] and req.duration >= 1.0:
             # A prompt sometimes makes Whisper end at once on audio that starts mid-sentence
@@ -311,6 +354,7 @@ class DecodeEngine:
             first = list(segments_iter)
             if not any(seg.text.strip() for seg in first):
                 metrics.DECODE_CUT.labels(req.stream, "empty_with_prompt").inc()
+                self._use_encoded(encoded)
                 segments_iter, info = self.model.transcribe(req.audio, **{**kwargs, "initial_prompt": None})
             else:
                 segments_iter = iter(first)

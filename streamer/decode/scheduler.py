@@ -65,17 +65,38 @@ class Scheduler(Generic[T]):
     def pending(self) -> list[Pending[T]]:
         return list(self._pending.values())
 
+    def _order(self, p: Pending[T]) -> tuple[int, int, float, int]:
+        return (p.tier, self._served.get(p.stream, -1), p.submitted, p.id)
+
+    def _take(self, p: Pending[T]) -> Pending[T]:
+        del self._pending[p.id]
+        self._turn += 1
+        self._served[p.stream] = self._turn
+        return p
+
     def pop_next(self) -> Pending[T] | None:
         if not self._pending:
             return None
-        best = min(
-            self._pending.values(),
-            key=lambda p: (p.tier, self._served.get(p.stream, -1), p.submitted, p.id),
-        )
-        del self._pending[best.id]
-        self._turn += 1
-        self._served[best.stream] = self._turn
-        return best
+        return self._take(min(self._pending.values(), key=self._order))
+
+    def pop_batch(self, limit: int) -> list[Pending[T]]:
+        """Up to `limit` requests to encode together: the one `pop_next` would give, then more of
+        its tier from other streams, in the same order. Never a lower tier (a step does not ride
+        with a final: it would delay the final for work a viewer waits for less), and one request
+        per stream (a stream's later window makes its earlier one moot or must wait for it)."""
+        first = self.pop_next()
+        if first is None:
+            return []
+        batch = [first]
+        streams = {first.stream}
+        while len(batch) < limit:
+            more = [p for p in self._pending.values() if p.tier == first.tier and p.stream not in streams]
+            if not more:
+                break
+            nxt = self._take(min(more, key=self._order))
+            batch.append(nxt)
+            streams.add(nxt.stream)
+        return batch
 
     # -- load -------------------------------------------------------------------------------
 

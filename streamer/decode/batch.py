@@ -1,0 +1,64 @@
+"""One encoder pass for several decode windows.
+
+Whisper's encoder is the part of a decode whose cost does not depend on what is said: a window
+is always a (truncated) 30 s log-mel block. Several windows of the same length can go through
+CTranslate2's encoder in one call (a batch), which a GPU runs in about the time of one. The text
+decoder (generate, word alignment, temperature fallback, the prompt retry) stays per window, in
+faster-whisper's own `transcribe`: the engine hands each window its row of the batched encoder
+output through `ContextWhisperModel.encoded`, so everything after the encoder is unchanged.
+
+Rows are taken on the host (`to_cpu=True`): that is a no-op on CPU and a small copy on CUDA
+(1500 x d_model floats per window), and it keeps this module free of any GPU array library.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+N_FRAMES = 3000  # Whisper's 30 s window in log-mel frames
+
+
+def window_frames(context: float, duration: float, frames_per_second: int = 100) -> int | None:
+    """Encoder frames a window needs: max(context, duration + 5 s), None when that is the full 30 s."""
+    frames = int(max(context, duration + 5.0) * frames_per_second)
+    return frames if frames < N_FRAMES else None
+
+
+def batch_frames(frames: list[int | None]) -> int | None:
+    """The frame count a batch is padded to: the longest of its windows (None = full 30 s)."""
+    if not frames or any(f is None for f in frames):
+        return None
+    return max(f for f in frames if f is not None)
+
+
+def features(model: Any, audio: np.ndarray, frames: int | None) -> np.ndarray:
+    """The log-mel block faster-whisper's transcribe would hand to `encode` for this window."""
+    from faster_whisper.audio import pad_or_trim
+
+    mel = model.feature_extractor(audio)
+    # As transcribe's first segment: the content frames (the last one is padding), zero-padded.
+    block = pad_or_trim(mel[:, : min(N_FRAMES, mel.shape[-1] - 1)])
+    if frames is not None:
+        block = block[:, :frames]
+    return np.ascontiguousarray(block)
+
+
+def encode_batch(model: Any, audios: list[np.ndarray], frames: int | None) -> list[Any]:
+    """Encode several windows in one call; returns one (1, T, d) StorageView per window."""
+    import ctranslate2
+
+    batch = np.ascontiguousarray(np.stack([features(model, a, frames) for a in audios]))
+    out = model.model.encode(ctranslate2.StorageView.from_array(batch), to_cpu=True)
+    rows = np.asarray(out)
+    return [
+        ctranslate2.StorageView.from_array(np.ascontiguousarray(rows[i : i + 1])) for i in range(len(audios))
+    ]
+
+
+def resolve_batch_size(configured: int | str, device: str) -> int:
+    """`model.batch_size`: "auto" is 1 on CPU (measured: no gain on a small CPU) and 8 on CUDA."""
+    if configured == "auto":
+        return 8 if device == "cuda" else 1
+    return int(configured)
