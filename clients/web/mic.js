@@ -59,6 +59,16 @@ export class MicIngest extends EventTarget {
       return;
     }
     this.emit("starting", "connecting the microphone…");
+    // Made and resumed now, inside the click's task: browsers (Safari strictly) start audio only
+    // from a user gesture, and the awaits below leave it.
+    try {
+      this.ctx = new AudioContext();
+      this.contextRate = this.ctx.sampleRate;
+      this.ctx.resume().catch(() => {});
+    } catch (e) {
+      this.fail("the browser cannot process audio: " + (e && e.message ? e.message : e));
+      return;
+    }
     let ws;
     try {
       ws = await this.open();
@@ -66,7 +76,10 @@ export class MicIngest extends EventTarget {
       this.fail(e.message);
       return;
     }
-    if (!this.active) return ws.close(1000);
+    if (!this.active) {
+      ws.close(1000);
+      return;
+    }
     this.ws = ws;
     ws.onclose = (ev) => {
       if (this.ws !== ws) return;
@@ -83,12 +96,12 @@ export class MicIngest extends EventTarget {
       return;
     }
     if (!this.active) return this.release();
+    const ctx = this.ctx; // release() may run during the awaits below
     try {
-      this.ctx = new AudioContext();
-      this.contextRate = this.ctx.sampleRate;
-      await this.ctx.audioWorklet.addModule(new URL("mic-worklet.js", import.meta.url));
-      const source = this.ctx.createMediaStreamSource(this.media);
-      this.node = new AudioWorkletNode(this.ctx, "mic-capture", {
+      await ctx.audioWorklet.addModule(new URL("mic-worklet.js", import.meta.url));
+      if (!this.active) return;
+      const source = ctx.createMediaStreamSource(this.media);
+      this.node = new AudioWorkletNode(ctx, "mic-capture", {
         numberOfInputs: 1,
         numberOfOutputs: 1,
         channelCount: 1,
@@ -98,8 +111,8 @@ export class MicIngest extends EventTarget {
       this.node.port.onmessage = (e) => this.send(e.data);
       source.connect(this.node);
       // Connected to the output so the graph pulls it; the processor writes nothing, so it is silent.
-      this.node.connect(this.ctx.destination);
-      await this.ctx.resume();
+      this.node.connect(ctx.destination);
+      await ctx.resume();
     } catch (e) {
       this.fail("the audio capture could not start: " + (e && e.message ? e.message : e));
       return;
@@ -129,10 +142,7 @@ export class MicIngest extends EventTarget {
     return new Promise((resolve, reject) => {
       const ws = new WebSocket(url);
       ws.binaryType = "arraybuffer";
-      ws.onopen = () => {
-        ws.onerror = null;
-        resolve(ws);
-      };
+      ws.onopen = () => resolve(ws);
       ws.onclose = async (ev) => {
         // Closed during the handshake (the browser hides the HTTP status), or right after it
         // (1013: the stream already has a client).
@@ -166,6 +176,7 @@ export class MicIngest extends EventTarget {
   }
 
   fail(text) {
+    if (!this.active) return; // stopped already: a late failure of what was stopped says nothing
     this.release();
     this.emit("error", text);
   }
