@@ -111,6 +111,13 @@ class DecoderConfig(_Section):
     commit_margin: float = Field(
         0.2, ge=0.0, le=3.0, description="Audio both agreeing decodes heard after a word (s)."
     )
+    min_commit_audio: float = Field(
+        2.0,
+        ge=0.0,
+        le=30.0,
+        description="Audio of an utterance that starts cold (no speech just before) heard before its "
+        "first mid-sentence commit (s).",
+    )
     left_context: float = Field(
         2.0, ge=0.0, le=10.0, description="Audio before the first unsettled word in every window (s)."
     )

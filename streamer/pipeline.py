@@ -99,6 +99,7 @@ def captioner_options(settings: Settings, stream: str, lockstep: bool) -> Captio
         agreement=d.agreement,
         holdback=d.holdback,
         commit_margin=d.commit_margin,
+        min_commit_audio=d.min_commit_audio,
         left_context=d.left_context,
         max_window=d.max_window,
         beam_size=d.beam_size,
