@@ -87,19 +87,19 @@ def verdict(per_stream: Sequence[dict[str, Any]], finals: Sequence[float]) -> di
     dropped = sum(float(s["dropped_seconds"]) for s in per_stream)
     failed = sum(1 for s in per_stream if s["returncode"] != 0)
     silent = sum(1 for s in per_stream if not s["finalised_words"])
-    ok = (
-        failed == 0
-        and silent == 0
-        and dropped == 0.0
-        and p90 is not None
-        and float(p90) <= CAPACITY_P90_LIMIT
-    )
+    healthy = failed == 0 and silent == 0 and dropped == 0.0 and p90 is not None
+    lat = float(p90) if p90 is not None else float("inf")
+    ok = healthy and lat <= CAPACITY_P90_LIMIT
+    # Worth a higher N while nothing breaks and latency is within twice the limit: on a shared,
+    # loaded machine even N = 1 can miss 2 s, and the trend across N is what compares the modes.
+    going = healthy and lat <= 2 * CAPACITY_P90_LIMIT
     return {
         "final_p90": p90,
         "dropped_seconds": dropped,
         "failed": failed,
         "silent_streams": silent,
         "ok": ok,
+        "going": going,
     }
 
 
