@@ -43,6 +43,9 @@ async def follow(url: str, token: str | None, count: int | None) -> None:
                             since = 0  # a new daemon run numbers its finals from 1: ask for all
                             break
                         continue
+                    if event.get("type") == "gap":  # older than the server's memory window
+                        missed = f"{event['since'] + 1}..{event['first_seq'] - 1}"
+                        print(f"finals {missed} are only in {event['transcript']}", file=sys.stderr)
                     if event.get("type") != "final" or event["seq"] <= since:
                         continue
                     since = event["seq"]

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from streamer.bench.dataset import NONSPEECH_SET, SPEECH_SETS, default_audio_dir, load_all
+from streamer.bench.dataset import NONSPEECH_SET, SPEECH_SETS, AudioItem, default_audio_dir, load_all
 from streamer.bench.runner import MODES, BenchConfig, Runner, make_plan, parse_config, parse_overrides
 from streamer.config import load_settings
 
@@ -128,6 +128,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default="1,2,4,8",
         help="concurrent stream counts to try (default 1,2,4,8)",
     )
+    p.add_argument(
+        "--many-streams",
+        metavar="LIST",
+        default=None,
+        help="run only the many-streams benchmark: N streams in one daemon (with and without "
+        "batching) vs N daemons, for these N (e.g. 1,2,3,4,5; each mode stops at its first failing N)",
+    )
+    p.add_argument(
+        "--many-streams-models", metavar="LIST", default="tiny.en,base", help="models (default tiny.en,base)"
+    )
+    p.add_argument(
+        "--many-streams-seconds", metavar="S", type=float, default=30.0, help="speech per stream (default 30)"
+    )
     p.add_argument("--no-capacity", action="store_true", help="skip the capacity test")
     p.add_argument("--capacity-model", metavar="NAME", default="tiny.en")
     p.add_argument("--no-fanout", action="store_true", help="skip the WebSocket fan-out benchmark")
@@ -186,6 +199,54 @@ def _fanout() -> dict[str, Any] | None:
     return result if isinstance(result, dict) else {"result": result}
 
 
+def _many_streams(args: argparse.Namespace, sets: dict[str, list[AudioItem]]) -> int:
+    """`--many-streams`: the one benchmark alone; its table goes to OUT/many-streams.md and stdout."""
+    import json
+    import os
+
+    from streamer.audio.decode import load_audio
+    from streamer.bench.offline import OfflineModel
+    from streamer.bench.reference import reference_words
+    from streamer.bench.streams import many_streams, markdown
+
+    try:
+        levels = sorted({int(x) for x in args.many_streams.split(",") if x.strip()})
+        if not levels or levels[0] < 1:
+            raise ValueError
+    except ValueError:
+        print("streamer bench: --many-streams takes positive integers, e.g. 1,2,3,4", file=sys.stderr)
+        return 2
+    longest = max(sets.get("long", []), key=lambda i: i.seconds, default=None)
+    if longest is None:
+        print("streamer bench: --many-streams needs the long/ set", file=sys.stderr)
+        return 2
+    out: Path = args.out
+    ref = reference_words(
+        longest,
+        OfflineModel("base", load_settings(args.config, {"model.name": "base"})),
+        out / "cache" / "reference",
+    )
+    load = os.getloadavg()
+    res = many_streams(
+        load_audio(longest.path),
+        ref,
+        [m.strip() for m in args.many_streams_models.split(",") if m.strip()],
+        levels,
+        args.many_streams_seconds,
+        out / "work" / "many-streams",
+        on_level=lambda msg: print(msg, file=sys.stderr, flush=True),
+    )
+    res["file"] = longest.name
+    res["load_before"] = " ".join(f"{x:.2f}" for x in load)
+    res["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "many-streams.json").write_text(json.dumps(res, indent=1, default=str))
+    text = "\n".join(markdown(res)) + f"\n\nLoad average after: {res['load_after']}.\n"
+    (out / "many-streams.md").write_text(text)
+    print(text)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         configs = _configs(args)
@@ -210,6 +271,8 @@ def run(args: argparse.Namespace) -> int:
 
     root = (args.audio or default_audio_dir()).resolve()
     sets = load_all(root)
+    if args.many_streams is not None:
+        return _many_streams(args, sets)
     selected: set[str] | None = None
     if args.sets:
         selected = {s.strip() for s in args.sets.split(",") if s.strip()}

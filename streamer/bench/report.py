@@ -776,6 +776,10 @@ def markdown(results: dict[str, Any]) -> str:
             ["offline model", "load s", "CPU s / audio s"],
             [[k, _f(v["load_seconds"]), _f(v["cpu_per_audio_second"], 3)] for k, v in offline.items()],
         )
+    if results.get("many_streams"):
+        from streamer.bench.streams import markdown as many_streams_markdown
+
+        lines += many_streams_markdown(results["many_streams"])
     cap = results.get("capacity")
     if cap:
         lines += [

@@ -50,6 +50,35 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--soak-model", default="tiny.en", metavar="NAME")
     g.add_argument("--soak-clip", type=Path, default=None, metavar="FILE", help="speech to loop")
+    g.add_argument(
+        "--soak-tracemalloc",
+        action="store_true",
+        help="run the daemon under tracemalloc and write where Python memory grew to soak-tracemalloc.txt",
+    )
+
+
+# Runs `streamer run` with a thread that compares tracemalloc snapshots once a minute: where the
+# Python heap grows (it does not see native allocations: CTranslate2, onnxruntime, the allocator).
+_TRACE_WRAPPER = r"""
+import sys, threading, time, tracemalloc
+out = sys.argv.pop(1)
+tracemalloc.start(12)
+def watch():
+    time.sleep(120)
+    base = tracemalloc.take_snapshot()
+    while True:
+        time.sleep(60)
+        snap = tracemalloc.take_snapshot()
+        cur, peak = tracemalloc.get_traced_memory()
+        with open(out, "w") as f:
+            f.write(f"traced {cur / 2**20:.1f} MiB (peak {peak / 2**20:.1f})\n")
+            for st in snap.compare_to(base, "traceback")[:15]:
+                f.write(f"{st.size_diff / 2**20:+.2f} MiB {st.count_diff:+d} blocks\n")
+                f.write("\n".join("    " + line for line in st.traceback.format()[-12:]) + "\n")
+threading.Thread(target=watch, daemon=True).start()
+from streamer.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
 
 
 @dataclass
@@ -220,8 +249,11 @@ def run(args: argparse.Namespace) -> int:
     env.pop("STREAMER_TOKEN", None)
     # --fast: the file source runs in lockstep with the decoder (as fast as the machine decodes,
     # with the same decisions as a live run), which is the time compression.
+    launcher = [sys.executable, "-m", "streamer"]
+    if args.soak_tracemalloc:
+        launcher = [sys.executable, "-c", _TRACE_WRAPPER, str(out.resolve() / "soak-tracemalloc.txt")]
     cmd = [
-        sys.executable, "-m", "streamer", "run", "--source", f"file:{work / 'loop.wav'}", "--fast",
+        *launcher, "run", "--source", f"file:{work / 'loop.wav'}", "--fast",
         "--model", args.soak_model, "--language", "en", "--port", str(port),
         "--mqtt", f"mqtt://127.0.0.1:{mqtt_port}", "--mqtt-prefix", "soak",
         "--transcripts", str(work / "tx"), "--log-level", "warning",
