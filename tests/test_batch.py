@@ -11,9 +11,9 @@ from streamer.decode.batch import batch_frames, resolve_batch_size, window_frame
 
 
 def test_window_frames_follow_the_context_rule() -> None:
-    assert window_frames(15.0, 4.0) == 1600  # whole 2 s steps: few shapes for oneDNN to cache
-    assert window_frames(10.0, 8.0) == 1400  # speech + 5 s beats a shorter context
-    assert {window_frames(15.0, d / 10) for d in range(0, 120)} == {1600, 1800}
+    assert window_frames(15.0, 4.0) == 1500
+    assert window_frames(10.0, 8.0) == 1500  # speech + 5 s beats a shorter context (in 2.5 s steps)
+    assert {window_frames(15.0, d / 10) for d in range(0, 150)} == {1500, 1750, 2000}  # few shapes
     assert window_frames(30.0, 4.0) is None  # the full window: no truncation
     assert window_frames(15.0, 26.0) is None
 

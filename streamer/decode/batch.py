@@ -23,10 +23,10 @@ N_FRAMES = 3000  # Whisper's 30 s window in log-mel frames
 def window_frames(context: float, duration: float, frames_per_second: int = 100) -> int | None:
     """Encoder frames a window needs: max(context, duration + 5 s), None when that is the full 30 s.
 
-    Rounded up to whole multiples of 2 s: every distinct input shape makes oneDNN build and cache
+    Rounded up to whole multiples of 2.5 s: every distinct input shape makes oneDNN build and cache
     new kernels (native memory that a daemon running for days kept growing), and a handful of
     shapes keeps that cache small and warm."""
-    step = 2 * frames_per_second
+    step = frames_per_second * 5 // 2
     frames = int(max(context, duration + 5.0) * frames_per_second)
     frames = -(-frames // step) * step
     return frames if frames < N_FRAMES else None
