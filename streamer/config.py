@@ -112,7 +112,7 @@ class DecoderConfig(_Section):
         0.2, ge=0.0, le=3.0, description="Audio both agreeing decodes heard after a word (s)."
     )
     min_commit_audio: float = Field(
-        2.0,
+        4.0,
         ge=0.0,
         le=30.0,
         description="Audio of an utterance that starts cold (no speech just before) heard before its "

@@ -75,7 +75,7 @@ class CaptionerOptions:
     commit_margin: float = 0.2  # audio both agreeing decodes heard after a word (s)
     # Audio (context before the utterance included) a decode must have heard before it can take
     # part in a commit: decodes of the first second of an utterance agree on wrong words.
-    min_commit_audio: float = 2.0
+    min_commit_audio: float = 4.0
     left_context: float = 2.0  # audio before the first unsettled word in every window (s)
     max_window: float = 15.0  # longest window; past it the unsettled words are forced out
     beam_size: int = 5  # final decodes
