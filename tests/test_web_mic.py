@@ -109,14 +109,6 @@ def test_mic_button_captions_the_fake_microphone(pw: Any, mic_browser: Any, tmp_
         pages.append(other)
         assert "already captioning this stream" in _mic_error(other)
 
-        # The user says no to the microphone: the page says so and lets go of /ingest.
-        denied_browser = launch(pw, [FAKE_DEVICE, "--use-fake-ui-for-media-stream=deny"])
-        try:
-            denied = _open(denied_browser, base + "&ingest_token=speak-in", errors)
-            assert "microphone permission denied" in _mic_error(denied)
-        finally:
-            denied_browser.close()
-
         # Stopping the microphone closes /ingest; the daemon ends the open utterance with a final.
         seen = len(d.finals("mic1"))
         page.click("#mic")
@@ -126,6 +118,15 @@ def test_mic_button_captions_the_fake_microphone(pw: Any, mic_browser: Any, tmp_
         text = page.inner_text("#finals")
         sent = page.evaluate("window.micIngest.sent")
         ingested = d.metric("streamer_ingest_bytes_total", stream="mic1")
+
+        # The user says no to the microphone (the stream is free again, so the page gets as far as
+        # asking): the page says so and lets go of /ingest.
+        denied_browser = launch(pw, [FAKE_DEVICE, "--use-fake-ui-for-media-stream=deny"])
+        try:
+            denied = _open(denied_browser, base + "&ingest_token=speak-in", errors)
+            assert "microphone permission denied" in _mic_error(denied)
+        finally:
+            denied_browser.close()
     finally:
         for p in pages:
             p.context.close()
