@@ -37,6 +37,7 @@ from streamer.decode.captioner import (
     DecodeSpec,
     Discarded,
     Emit,
+    Skipped,
     Submit,
     Suppressed,
 )
@@ -357,6 +358,8 @@ class Stream:
                 metrics.DECODES_DISCARDED.labels(self.name, "any", a.reason).inc()
             elif isinstance(a, Suppressed):
                 metrics.SUPPRESSED.labels(self.name, a.filter).inc(a.count)
+            elif isinstance(a, Skipped):
+                metrics.PARTIALS_SKIPPED.labels(self.name).inc()
 
     def _submit(self, spec: DecodeSpec) -> None:
         s0 = int(spec.start * SAMPLE_RATE)

@@ -13,6 +13,7 @@ from streamer.decode.captioner import (
     DecodeSpec,
     Discarded,
     Emit,
+    Skipped,
     Submit,
 )
 from streamer.decode.filters import FilterOptions
@@ -194,11 +195,12 @@ def test_degradation_thins_steps_then_cheapens_finals_then_stops_steps() -> None
     c.on_speech_start(0.0, 0.0)
     s = step(c, 1.0)
     c.on_result(s.id, hyp(s, words_until(1.0)), 1.0)
-    assert c.on_tick(1.6, level=1) == []  # level 1: steps twice as far apart
+    assert c.on_tick(1.6, level=1) == [Skipped("degraded")]  # level 1: steps twice as far apart
+    assert c.on_tick(1.7, level=1) == []  # counted once per skipped step
     assert submits(c.on_tick(2.0, level=1))
     c2 = Captioner(OPTS, FilterOptions.off())
     c2.on_speech_start(0.0, 0.0)
-    assert c2.on_tick(1.0, level=3) == []
+    assert not submits(c2.on_tick(1.0, level=3))
     (fin,) = submits(c2.on_speech_end(2.0, 2.1, level=2))
     assert fin.beam_size == 1 and not fin.fallback and fin.context < 30
 

@@ -137,7 +137,14 @@ class Suppressed:
     count: int
 
 
-Action = Submit | Cancel | Emit | Discarded | Suppressed
+@dataclass(frozen=True)
+class Skipped:
+    """A step decode not made because the decoder is degraded (partials thinned; counted)."""
+
+    reason: str
+
+
+Action = Submit | Cancel | Emit | Discarded | Suppressed | Skipped
 
 
 @dataclass
@@ -174,6 +181,7 @@ class Captioner:
         self.boundary = 0.0  # audio time up to which words are settled
         self._last_speech_end: float | None = None  # end of the previous utterance
         self._last_step = -1e9  # audio time of the last step request
+        self._skipped = 0  # steps skipped since the last one that ran (degradation)
         self.revisions = 0  # settled words changed afterwards: must stay 0 (checked in tests)
 
     # -- what the stream asks ------------------------------------------------------------------
@@ -256,17 +264,24 @@ class Captioner:
     def on_tick(self, now: float, level: int = 0, last_decode_seconds: float = 0.0) -> list[Action]:
         """Audio advanced to `now`: ask for a step decode when one is due."""
         utt = self.utt
-        if utt is None or utt.speculative is not None or level >= 3:
+        if utt is None or utt.speculative is not None:
             return []
         if self._closing or any(s.kind == "step" for s in self._inflight.values()):
             return []  # one decode at a time; the closing utterance's final goes first
         first = max(self.boundary, utt.speech_start)
         if now - first < MIN_STEP_AUDIO:
             return []
+        since = now - self._last_step
         interval = max(self.o.step * _LEVEL_STEP.get(level, 3.0), last_decode_seconds)
-        if now - self._last_step < interval:
+        if level >= 3 or since < interval:
+            # A step that would have run at full load and does not: the partials thin out
+            # (counted once per skipped step).
+            if level and since >= max(self.o.step, last_decode_seconds) * (self._skipped + 1):
+                self._skipped += 1
+                return [Skipped("degraded")]
             return []
         self._last_step = now
+        self._skipped = 0
         start = self._window_start(first)
         spec = DecodeSpec(
             id=next(self._ids),
