@@ -327,7 +327,8 @@ class Stream:
 
     def _on_level(self, level: int) -> None:
         old, self._level = self._level, level
-        (log.warning if level > old else log.info)(
+        # Thinned partials are routine on a busy machine; cheaper or missing partial steps are not.
+        (log.warning if level > old and level >= 2 else log.info)(
             "stream %s: decoder load level %d (%s)", self.name, level, _LEVELS.get(level, "")
         )
         self._emit(

@@ -110,10 +110,11 @@ def test_level_rises_with_final_waits_and_recovers_when_idle() -> None:
     p2.submitted = 3.0
     s.record(p2, started=6.5, ended=7.0)  # waited 3.5 s
     assert s.level == 3
-    # Long idle: the level falls one step per evaluation, never jumps back to 0 at once.
+    # Long idle: the level falls one step at a time, each after `dwell` seconds, never at once.
     assert s.tick(30.0) == 2
-    assert s.tick(31.0) == 1
-    assert s.tick(32.0) == 0
+    assert s.tick(31.0) == 2
+    assert s.tick(35.0) == 1
+    assert s.tick(40.0) == 0
 
 
 def test_busy_decoder_only_thins_partials() -> None:

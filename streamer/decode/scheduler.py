@@ -52,6 +52,8 @@ class Scheduler(Generic[T]):
     _busy: deque[tuple[float, float]] = field(default_factory=deque)  # (start, end) of decodes
     _final_waits: deque[tuple[float, float]] = field(default_factory=deque)  # (when, wait)
     level: int = 0
+    dwell: float = 5.0  # seconds a level holds before it may fall
+    _changed: float = -1e9
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -135,9 +137,11 @@ class Scheduler(Generic[T]):
         if wait >= 3.0:
             want = 3
         if want > self.level:
-            self.level = want
-        elif want < self.level and busy < 0.7 and wait < 0.5:
-            self.level -= 1
+            self.level, self._changed = want, now
+        elif want < self.level and busy < 0.6 and wait < 0.5 and now - self._changed >= self.dwell:
+            # Down one step at a time, and only after `dwell` seconds at this level: a decoder
+            # hovering around the threshold must not flap (each change is a status event).
+            self.level, self._changed = self.level - 1, now
 
     def tick(self, now: float) -> int:
         """Re-evaluate the level when nothing ran for a while (idle decoder => recover)."""
