@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from streamer import __version__
 from streamer.bus import Bus, BusEvent
 from streamer.config import ConfigError, Settings
-from streamer.decode.engine import DecodeEngine
+from streamer.decode.engine import DecodeEngine, DecodeOptions
 from streamer.errors import SourceError, UserError
 from streamer.events import Final
 from streamer.pipeline import Stream
@@ -397,9 +397,7 @@ def _own_keys(sc: Any) -> frozenset[str]:
 
 def _apply_live(d: _Daemon, new: Settings, live: dict[str, Any]) -> None:
     """Write the live keys into the running Settings, which the stream and the sinks read on use."""
-    import dataclasses
 
-    from streamer.pipeline import filter_options
     from streamer.service.reload import ENGINE_KEYS
 
     # Each stream reads its own Settings (the daemon's own one with a single stream); a key the
@@ -421,21 +419,12 @@ def _apply_live(d: _Daemon, new: Settings, live: dict[str, Any]) -> None:
         logging.getLogger().setLevel(d.settings.log_level.upper())
     if any(k.startswith(("filters.", "decoder.")) for k in live):
         for s in d.streams:
-            s.filters = filter_options(s.settings)
+            s.reconfigure()
     if ENGINE_KEYS & live.keys():
         for s, engine in zip(d.streams, d.engines or [d.engine] * len(d.streams), strict=True):
             if not hasattr(engine, "options"):
                 continue
-            dec = s.settings.decoder
-            engine.options = dataclasses.replace(
-                engine.options,
-                task=dec.task,
-                temperatures=tuple(dec.temperatures) or (0.0,),
-                no_speech_threshold=dec.no_speech_threshold,
-                log_prob_threshold=dec.log_prob_threshold,
-                compression_ratio_threshold=dec.compression_ratio_threshold,
-                hotwords=dec.hotwords,
-            )
+            engine.options = DecodeOptions.from_settings(s.settings)
     server = d.sinks.server if d.sinks is not None else None
     if server is not None and "server.token" in live:
         from streamer.sinks.server import resolve_token

@@ -178,6 +178,13 @@ class Stream:
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
+    def reconfigure(self) -> None:
+        """Apply reloaded decoder and filter settings (SIGHUP) from the next decision on; what is
+        already settled stays settled."""
+        self.filters = filter_options(self.settings)
+        self.captioner.filters = self.filters
+        self.captioner.o = captioner_options(self.settings, self.name, self.lockstep)
+
     @property
     def finals_emitted(self) -> int:
         return self.captioner.finals_emitted

@@ -113,6 +113,20 @@ class DecodeOptions:
     max_tokens_per_second: float = 12.0
     fallback_min_seconds: float = 2.0
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DecodeOptions:
+        dec = settings.decoder
+        return cls(
+            task=dec.task,
+            temperatures=tuple(dec.temperatures) or (0.0,),
+            no_speech_threshold=dec.no_speech_threshold,
+            log_prob_threshold=dec.log_prob_threshold,
+            compression_ratio_threshold=dec.compression_ratio_threshold,
+            hotwords=dec.hotwords,
+            max_tokens_per_second=dec.max_tokens_per_second,
+            fallback_min_seconds=dec.fallback_min_seconds,
+        )
+
 
 class DecodeEngine:
     def __init__(
@@ -168,16 +182,7 @@ class DecodeEngine:
             load,
         )
         dec = settings.decoder
-        opts = DecodeOptions(
-            task=dec.task,
-            temperatures=tuple(dec.temperatures) or (0.0,),
-            no_speech_threshold=dec.no_speech_threshold,
-            log_prob_threshold=dec.log_prob_threshold,
-            compression_ratio_threshold=dec.compression_ratio_threshold,
-            hotwords=dec.hotwords,
-            max_tokens_per_second=dec.max_tokens_per_second,
-            fallback_min_seconds=dec.fallback_min_seconds,
-        )
+        opts = DecodeOptions.from_settings(settings)
         batch_size = batch.resolve_batch_size(cfg.batch_size, device)
         engine = cls(model, resolved.name, opts, load_seconds=load, batch_size=batch_size)
         if not engine.multilingual:
