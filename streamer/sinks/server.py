@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.resources
 import json
 import logging
 import mimetypes
@@ -72,8 +73,14 @@ HEADER_TIMEOUT = 10.0  # a connection that has not sent one whole request head b
 KEEPALIVE_TIMEOUT = 30.0  # an idle keep-alive connection (or a slow second request head) is closed
 MAX_STATIC_NAME = 255  # longer names cannot be files (NAME_MAX); answered 404 without a syscall
 _STATIC_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")
+# What the pages are made of; anything else in the folder (its __init__.py) is not served.
+_STATIC_SUFFIXES = (".html", ".js", ".css")
 _STREAM_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-DEFAULT_WEB_DIR = Path(__file__).resolve().parents[2] / "clients" / "web"
+
+
+def default_web_dir() -> Path:
+    """The pages shipped with the package (clients/web, installed as `streamer.web`)."""
+    return Path(str(importlib.resources.files("streamer.web")))
 
 
 class _ClientErrorFilter(logging.Filter):
@@ -210,7 +217,7 @@ class CaptionServer:
         self.cfg = ctx.settings.server
         self.bus = ctx.bus
         self.token = resolve_token(self.cfg.token)
-        self.web_dir = Path(self.cfg.web_dir) if self.cfg.web_dir else DEFAULT_WEB_DIR
+        self.web_dir = Path(self.cfg.web_dir) if self.cfg.web_dir else default_web_dir()
         self._status_extra = status_extra
         self._clients: dict[str, set[_Client]] = {}
         self._n_clients = 0
@@ -671,7 +678,7 @@ class CaptionServer:
             if "." not in name and not file.is_file():
                 file = self.web_dir / f"{name}.html"  # /overlay, /display: pages without the extension
                 name = file.name
-            if not file.is_file():
+            if not file.is_file() or not name.endswith(_STATIC_SUFFIXES):
                 raise RequestError(404, f"not found: {_shown(path)}", "route")
             data = file.read_bytes()
         except OSError:
