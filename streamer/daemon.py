@@ -28,13 +28,14 @@ from typing import TYPE_CHECKING, Any
 
 from streamer import __version__
 from streamer.bus import Bus, BusEvent
-from streamer.config import ConfigError, Settings
+from streamer.config import ConfigError, Settings, stream_settings
 from streamer.decode.engine import DecodeEngine, DecodeOptions
 from streamer.errors import SourceError, UserError
 from streamer.events import Final
 from streamer.pipeline import Stream
 from streamer.service.notify import Notifier, watchdog_interval
 from streamer.service.probes import DecodeMonitor, LoopHeartbeat, install_test_hang
+from streamer.service.reload import is_option_key, plan_reload
 from streamer.service.watchdog import StreamProbe, stalls, status_line
 from streamer.sinks.console import ConsoleSink
 
@@ -357,8 +358,6 @@ def _load_new_settings(args: argparse.Namespace) -> Settings:
 
 
 async def _reload_config(d: _Daemon) -> None:
-    from streamer.service.reload import plan_reload
-
     d.notifier.reloading()
     try:
         try:
@@ -381,50 +380,29 @@ async def _reload_config(d: _Daemon) -> None:
         d.notifier.ready(d.status(time.monotonic()))
 
 
-_OWN_KEYS = {
-    "language": "decoder.language",
-    "languages": "decoder.languages",
-    "task": "decoder.task",
-    "prompt": "decoder.initial_prompt",
-    "hotwords": "decoder.hotwords",
-}
-
-
-def _own_keys(sc: Any) -> frozenset[str]:
-    """The dotted keys a [[streams]] entry sets for its stream."""
-    return frozenset(key for field_, key in _OWN_KEYS.items() if getattr(sc, field_) is not None)
-
-
 def _apply_live(d: _Daemon, new: Settings, live: dict[str, Any]) -> None:
-    """Write the live keys into the running Settings, which the stream and the sinks read on use."""
-
-    from streamer.service.reload import ENGINE_KEYS
-
-    # Each stream reads its own Settings (the daemon's own one with a single stream); a key the
-    # stream's [[streams]] entry sets stays as the entry says.
-    targets: list[tuple[Settings, frozenset[str]]] = [(d.settings, frozenset())]
-    own = {sc.name: _own_keys(sc) for sc in d.settings.streams}
-    for st in d.streams:
-        if st.settings is not d.settings:
-            targets.append((st.settings, own.get(st.name, frozenset())))
+    """Apply the live keys. The daemon's Settings record them (the sinks read theirs on use, on
+    this event loop); each stream gets a new immutable snapshot of its decision options and each
+    engine new DecodeOptions, swapped whole: no stream thread ever reads a half-written Settings."""
     for key in live:
         section, _, name = key.rpartition(".")
-        for settings, fixed in targets:
-            if key in fixed:
-                continue
-            target = getattr(settings, section) if section else settings
-            source = getattr(new, section) if section else new
-            setattr(target, name, getattr(source, name))
+        target = getattr(d.settings, section) if section else d.settings
+        setattr(target, name, getattr(getattr(new, section) if section else new, name))
     if "log_level" in live:
         logging.getLogger().setLevel(d.settings.log_level.upper())
-    if any(k.startswith(("filters.", "decoder.")) for k in live):
-        for s in d.streams:
-            s.reconfigure()
-    if ENGINE_KEYS & live.keys():
-        for s, engine in zip(d.streams, d.engines or [d.engine] * len(d.streams), strict=True):
-            if not hasattr(engine, "options"):
+    if any(is_option_key(k) for k in live):
+        # The streams' own [[streams]] keys stay as they were started (changing them is a restart).
+        per_stream = {
+            cfg.stream: cfg for cfg in stream_settings(new.model_copy(update={"streams": d.settings.streams}))
+        }
+        engines = d.engines or [d.engine] * len(d.streams)
+        for s, engine in zip(d.streams, engines, strict=True):
+            cfg = per_stream.get(s.name)
+            if cfg is None:
                 continue
-            engine.options = DecodeOptions.from_settings(s.settings)
+            s.reconfigure(cfg)
+            if isinstance(engine, DecodeEngine):
+                engine.options = DecodeOptions.from_settings(cfg)
     server = d.sinks.server if d.sinks is not None else None
     if server is not None and "server.token" in live:
         from streamer.sinks.server import resolve_token

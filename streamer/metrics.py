@@ -56,6 +56,11 @@ DECODES_DISCARDED = Counter(
     "Decode results discarded because their request became obsolete while it ran",
     ["stream", "kind", "reason"],
 )
+DECODE_FAILURES = Counter(
+    "streamer_decode_failures",
+    "Decodes that raised; the stream went on without them (a final closes with what was settled)",
+    ["stream", "kind"],
+)
 DECODE_CUT = Counter(
     "streamer_decode_cut",
     "Decodes bounded: token limit reached, temperature fallback skipped",

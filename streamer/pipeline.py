@@ -1,17 +1,17 @@
-"""One stream: source -> ring -> VAD -> segmenter -> captioner -> decode requests -> caption events.
+"""One stream at its edges: source -> ring -> VAD -> StreamCore -> decoder -> caption events.
 
-The stream loop runs in its own thread. It reads new audio from the ring, runs Silero on each
-32 ms frame and lets the Segmenter open and close utterances. Every decision about text lives in
-the Captioner (streamer/decode/captioner.py), a state machine free of threads and of the model:
-the loop feeds it segmenter events, the audio clock and decode results, and carries out what it
-returns (submit a decode of a window, cancel one, emit an event).
+Everything this stream decides lives in `streamer.core.StreamCore` (pure). `Stream` is the runner
+around it: it reads the ring, runs the injected `Vad` on each 32 ms frame, hands the core's
+`Submit`s to the injected `Decoder` (the shared DecodeEngine), gives results back to the core as
+they finish, slices decode windows out of the audio history and carries out the rest of the
+actions (emit, cancel, count).
 
-Decode results are handled the moment they are done, in whatever order they finish; a result
-whose request became obsolete is discarded and counted. Live sources (and files replayed at 1x)
-never wait for decoding: audio keeps flowing and VAD keeps up while the worker decodes. A file
-read as fast as possible (`transcribe`, `--fast`) runs in lockstep instead: the loop waits for
-each decode, so the result is the same as a live run on a machine fast enough to keep up, and
-does not depend on how busy this one is.
+Two drivers run the same core. Live sources (and files replayed at 1x) never wait for decoding:
+audio keeps flowing and VAD keeps up while the worker decodes, and results are handled the moment
+they are done, in whatever order they finish. A file read as fast as possible (`transcribe`,
+`--fast`, the file API) runs in lockstep instead: the loop waits for each decode, so the result is
+the same as a live run on a machine fast enough to keep up, and does not depend on how busy this
+one is.
 """
 
 from __future__ import annotations
@@ -22,39 +22,61 @@ import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
 from streamer import metrics
+from streamer.audio.capture import CaptureThread
+from streamer.audio.file import FileSource
 from streamer.audio.ring import SAMPLE_RATE, RingBuffer
 from streamer.audio.source import Source
 from streamer.config import Settings
-from streamer.decode.captioner import (
+from streamer.core import (
     Action,
     Cancel,
-    Captioner,
-    CaptionerOptions,
-    DecodeSpec,
+    CoreOptions,
     Discarded,
     Emit,
+    Failed,
+    Failure,
     Skipped,
+    StreamCore,
     Submit,
     Suppressed,
 )
-from streamer.decode.engine import DecodeEngine, DecodeRequest
+from streamer.decode.captioner import DecodeSpec
+from streamer.decode.engine import DecodeRequest
 from streamer.decode.filters import FilterOptions
 from streamer.decode.hypothesis import Hypothesis
+from streamer.decode.scheduler import level as level_of
+from streamer.errors import SourceError
 from streamer.events import Final, Partial, Status
-from streamer.vad.segmenter import FRAME_SAMPLES, Segmenter, SegmenterOptions, SpeechEnd, SpeechStart
+from streamer.vad.segmenter import FRAME_SAMPLES
 from streamer.vad.silero import SileroVad
 
 log = logging.getLogger(__name__)
 
 Emit_ = Callable[[Partial | Final | Status], None]
 
-# Audio kept before the open utterance: the segmenter backdates a start by min_speech + pad.
-PREROLL_SECONDS = 3.0
-_LEVELS = {0: "normal", 1: "partials thinned", 2: "cheaper finals", 3: "finals only"}
+PREROLL_SAMPLES = 3 * SAMPLE_RATE
+
+
+class Vad(Protocol):
+    def __call__(self, frame: np.ndarray) -> float:
+        """Speech probability of one frame of 512 samples."""
+        ...
+
+
+class Decoder(Protocol):
+    """What a stream needs of the decode engine (streamer.decode.engine.DecodeEngine)."""
+
+    def submit(self, request: DecodeRequest) -> Future[Hypothesis]: ...
+
+    def cancel(self, request_id: int) -> bool: ...
+
+    @property
+    def level(self) -> int: ...
 
 
 class AudioHistory:
@@ -83,6 +105,11 @@ class AudioHistory:
         hi = max(min(end - self.base, len(self._data)), lo)
         return self._data[lo:hi].copy()
 
+    def restart(self, pos: int) -> None:
+        """Audio before `pos` was lost (the ring overwrote it): start again from there."""
+        self._chunks, self._data = [], np.zeros(0, dtype=np.float32)
+        self.base = pos
+
     def trim_before(self, pos: int) -> None:
         self._flatten()
         cut = pos - self.base
@@ -91,40 +118,17 @@ class AudioHistory:
             self.base = pos
 
 
-def captioner_options(settings: Settings, stream: str, lockstep: bool) -> CaptionerOptions:
-    d = settings.decoder
-    return CaptionerOptions(
-        stream=stream,
-        step=d.step,
-        partials=d.partials,
-        agreement=d.agreement,
-        holdback=d.holdback,
-        commit_margin=d.commit_margin,
-        min_commit_audio=d.min_commit_audio,
-        left_context=d.left_context,
-        max_window=d.max_window,
-        beam_size=d.beam_size,
-        step_beam_size=d.partial_beam_size,
-        step_context=d.partial_context,
-        language=d.language,
-        languages=tuple(d.languages) if d.languages else None,
-        initial_prompt=d.initial_prompt,
-        context_prompt=d.context_finals > 0,
-        # In lockstep the final is asked for at the end of speech anyway: nothing to win.
-        speculative=not lockstep,
-    )
-
-
 class Stream:
     def __init__(
         self,
         settings: Settings,
         source: Source,
-        engine: DecodeEngine,
+        engine: Decoder,
         emit: Emit_,
         name: str | None = None,
         filters: FilterOptions | None = None,
         background: bool = False,
+        vad: Vad | None = None,
     ) -> None:
         self.name = name or settings.stream
         self.settings = settings
@@ -134,13 +138,10 @@ class Stream:
         self._emit_cb = emit
         self.ring = RingBuffer(int(settings.source.ring_seconds * SAMPLE_RATE))
         self.lockstep = not source.live and not settings.source.realtime
-        self.filters = filters or filter_options(settings)
-        # VadConfig's keys are the segmenter's option names.
-        self.segmenter = Segmenter(SegmenterOptions(**settings.vad.model_dump()))
-        self.vad = SileroVad()
-        self.captioner = Captioner(captioner_options(settings, self.name, self.lockstep), self.filters)
-        from streamer.audio.capture import CaptureThread
-
+        self._filters = filters  # a fixed override (transcribe --no-filters), kept across reloads
+        self.core = StreamCore(self._options(settings))
+        self._next_options: CoreOptions | None = None
+        self.vad: Vad = vad or SileroVad()
         self.capture = CaptureThread(
             source,
             self.ring,
@@ -152,21 +153,24 @@ class Stream:
         self._stop = threading.Event()
         self._history = AudioHistory()
         self._consumed = 0  # samples read from the ring and run through VAD
-        # Captioner request id -> (engine request id, future, spec)
-        self._pending: dict[int, tuple[int, Future[Hypothesis], DecodeSpec]] = {}
-        self._pending_end: float | None = None
-        self._last_decode_seconds = 0.0
-        self._level = 0
+        # Core request id -> (engine request id, future): the handles of the core's requests.
+        self._handles: dict[int, tuple[int, Future[Hypothesis]]] = {}
+        self._speech_counted = 0.0
         self._last_audio_wall: float | None = None
         self._last_progress_wall = time.monotonic()
         self._state = "starting"
         self.error: str | None = None
         self.first_event_wall: float | None = None
 
+    def _options(self, settings: Settings) -> CoreOptions:
+        options = CoreOptions.from_settings(settings, self.name, self.lockstep)
+        if self._filters is not None:
+            options = CoreOptions(options.captioner, options.segmenter, self._filters, options.lockstep)
+        return options
+
     # -- public ------------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._started_wall = time.monotonic()
         self.capture.start()
         self._thread.start()
 
@@ -178,16 +182,19 @@ class Stream:
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
-    def reconfigure(self) -> None:
-        """Apply reloaded decoder and filter settings (SIGHUP) from the next decision on; what is
-        already settled stays settled."""
-        self.filters = filter_options(self.settings)
-        self.captioner.filters = self.filters
-        self.captioner.o = captioner_options(self.settings, self.name, self.lockstep)
+    def reconfigure(self, settings: Settings) -> None:
+        """Reloaded settings (SIGHUP): a new immutable snapshot, which the stream thread picks up
+        before its next decision (one reference swap; nothing is changed under its feet)."""
+        self.settings = settings
+        self._next_options = self._options(settings)
+
+    @property
+    def options(self) -> CoreOptions:
+        return self._next_options or self.core.options
 
     @property
     def finals_emitted(self) -> int:
-        return self.captioner.finals_emitted
+        return self.core.finals_emitted
 
     @property
     def last_progress(self) -> float:
@@ -202,24 +209,20 @@ class Stream:
             "live": self.source.live or self.settings.source.realtime,
             "audio_seconds": round(self.ring.written / SAMPLE_RATE, 3),
             "dropped_seconds": round(self.ring.dropped / SAMPLE_RATE, 3),
-            "speech_seconds": round(self.segmenter.speech_seconds, 3),
+            "speech_seconds": round(self.core.speech_seconds, 3),
             "last_audio_age": None if age is None else round(age, 3),
             "finals": self.finals_emitted,
-            "degraded": self._level,
-            "degraded_reason": _LEVELS.get(self._level, ""),
-            "decodes_pending": len(self._pending),
+            "degraded": self.core.level,
+            "degraded_reason": level_of(self.core.level).name if self.core.level else "",
+            "decodes_pending": len(self._handles),
             "error": self.error,
         }
 
-    # -- clock -------------------------------------------------------------------------------
-
     def now(self) -> float:
-        """The stream's audio clock: what has been captured (consumed, in lockstep)."""
-        if self.lockstep:
-            return self._consumed / SAMPLE_RATE
-        return max(self.ring.written, self._consumed) / SAMPLE_RATE
+        """The stream's audio clock: what has been run through VAD."""
+        return self._consumed / SAMPLE_RATE
 
-    # -- loop --------------------------------------------------------------------------------
+    # -- source state --------------------------------------------------------------------------
 
     def _on_source_state(self, state: str, detail: str) -> None:
         if state == "error":
@@ -240,54 +243,14 @@ class Stream:
             self.first_event_wall = time.monotonic()
         self._emit_cb(event)
 
+    # -- the loop ------------------------------------------------------------------------------
+
     def _run(self) -> None:
-        remainder = np.zeros(0, dtype=np.float32)
-        dropped_seen = 0
         try:
-            while not self._stop.is_set():
-                self._collect(block=self.lockstep and bool(self._pending))
-                pos, samples = self.ring.read(timeout=0.05)
-                if len(samples):
-                    self._last_audio_wall = self._last_progress_wall = time.monotonic()
-                    metrics.AUDIO_CAPTURED.labels(self.name).inc(len(samples) / SAMPLE_RATE)
-                    dropped = self.ring.dropped
-                    if dropped > dropped_seen:
-                        lost = dropped - dropped_seen
-                        metrics.AUDIO_DROPPED.labels(self.name).inc(lost / SAMPLE_RATE)
-                        log.warning(
-                            "stream %s: %.2f s of audio dropped (the stream loop fell behind)",
-                            self.name,
-                            lost / SAMPLE_RATE,
-                        )
-                        dropped_seen = dropped
-                    expected = self._consumed + len(remainder)
-                    if pos != expected:  # the ring overwrote audio we had not read: a gap
-                        remainder = np.zeros(0, dtype=np.float32)
-                        self._consumed = pos
-                        self._history.trim_before(self._history.end)
-                        self._history.base = pos
-                    buf = np.concatenate([remainder, samples]) if len(remainder) else samples
-                    n_frames = len(buf) // FRAME_SAMPLES
-                    for i in range(n_frames):
-                        frame = buf[i * FRAME_SAMPLES : (i + 1) * FRAME_SAMPLES]
-                        self._history.append(frame)
-                        t = self._consumed / SAMPLE_RATE
-                        self._consumed += FRAME_SAMPLES
-                        for ev in self.segmenter.feed(self.vad(frame), t):
-                            self._on_segment(ev)
-                        self._tick()
-                        if self.lockstep and self._pending:
-                            self._collect(block=True)
-                    remainder = buf[n_frames * FRAME_SAMPLES :]
-                    if self._state in ("starting", "retrying"):
-                        self._set_state("running")
-                elif self.ring.drained:
-                    break
-                self._trim_history()
+            self._drive()
             # End of audio: close what is open and wait for the last decodes.
-            for ev in self.segmenter.flush(self._consumed / SAMPLE_RATE):
-                self._on_segment(ev)
-            while self._pending:
+            self._act(self.core.flush(self.now()))
+            while self._handles:
                 self._collect(block=True)
         except Exception as e:
             log.exception("stream %s failed", self.name)
@@ -296,57 +259,92 @@ class Stream:
             return
         finally:
             self.capture.stop()
-            for _rid, (eid, _fut, _spec) in list(self._pending.items()):
+            for eid, _fut in self._handles.values():
                 self.engine.cancel(eid)
         if self.capture.error and not self.error:
             self.error = self.capture.error
         self._set_state("error" if self.error else "stopped", self.error or "")
 
+    def _drive(self) -> None:
+        """Read the ring until the source is drained or the stream is stopped. Live: results are
+        handled whenever they are done; lockstep: every decode is waited for before the next frame."""
+        remainder = np.zeros(0, dtype=np.float32)
+        dropped_seen = 0
+        while not self._stop.is_set():
+            self._collect(block=self.lockstep and bool(self._handles))
+            pos, samples = self.ring.read(timeout=0.05)
+            if not len(samples):
+                if self.ring.drained:
+                    return
+                continue
+            self._last_audio_wall = self._last_progress_wall = time.monotonic()
+            metrics.AUDIO_CAPTURED.labels(self.name).inc(len(samples) / SAMPLE_RATE)
+            if self.ring.dropped > dropped_seen:
+                lost = self.ring.dropped - dropped_seen
+                metrics.AUDIO_DROPPED.labels(self.name).inc(lost / SAMPLE_RATE)
+                log.warning(
+                    "stream %s: %.2f s of audio dropped (the stream loop fell behind)",
+                    self.name,
+                    lost / SAMPLE_RATE,
+                )
+                dropped_seen = self.ring.dropped
+            if pos != self._consumed + len(remainder):  # the ring overwrote audio we had not read
+                remainder = np.zeros(0, dtype=np.float32)
+                self._consumed = pos
+                self._history.restart(pos)
+            buf = np.concatenate([remainder, samples]) if len(remainder) else samples
+            n_frames = len(buf) // FRAME_SAMPLES
+            for i in range(n_frames):
+                self._frame(buf[i * FRAME_SAMPLES : (i + 1) * FRAME_SAMPLES])
+                if self.lockstep:
+                    while self._handles:
+                        self._collect(block=True)
+            remainder = buf[n_frames * FRAME_SAMPLES :]
+            if self._state in ("starting", "retrying"):
+                self._set_state("running")
+            self._trim_history()
+
+    def _frame(self, frame: np.ndarray) -> None:
+        if self._next_options is not None:
+            self.core.reconfigure(self._next_options)
+            self._next_options = None
+        self._history.append(frame)
+        t = self._consumed / SAMPLE_RATE
+        self._consumed += FRAME_SAMPLES
+        if not self.lockstep:
+            self._act(self.core.load(self.engine.level))
+        self._act(self.core.feed(t, self.vad(frame)))
+        speech = self.core.speech_seconds
+        if speech > self._speech_counted:
+            metrics.VAD_SPEECH.labels(self.name).inc(speech - self._speech_counted)
+            self._speech_counted = speech
+
     def _trim_history(self) -> None:
-        keep_from = int(self.captioner.keep_from(self.now(), PREROLL_SECONDS) * SAMPLE_RATE) - FRAME_SAMPLES
-        keep_from = min(keep_from, self._consumed - int(PREROLL_SECONDS * SAMPLE_RATE))
+        keep_from = int(self.core.keep_from() * SAMPLE_RATE) - FRAME_SAMPLES
+        keep_from = min(keep_from, self._consumed - PREROLL_SAMPLES)
         if keep_from - self._history.base > SAMPLE_RATE:  # trim in 1 s steps, not every frame
             self._history.trim_before(keep_from)
 
-    # -- segments and ticks ------------------------------------------------------------------
-
-    def _on_segment(self, ev: SpeechStart | SpeechEnd) -> None:
-        now = self._consumed / SAMPLE_RATE
-        if isinstance(ev, SpeechStart):
-            self._pending_end = None
-            self._act(self.captioner.on_speech_start(ev.start, now))
-            return
-        metrics.VAD_SPEECH.labels(self.name).inc(max(ev.end - ev.start, 0.0))
-        self._pending_end = None
-        self._act(self.captioner.on_speech_end(ev.end, now, self._level))
-
-    def _tick(self) -> None:
-        now = self._consumed / SAMPLE_RATE
-        level = 0 if self.lockstep else self.engine.level
-        if level != self._level:
-            self._on_level(level)
-        pending_end = self.segmenter.pending_end
-        if pending_end is not None or self._pending_end is not None:
-            self._act(self.captioner.on_silence(pending_end, now))
-            self._pending_end = pending_end
-        last = 0.0 if self.lockstep else self._last_decode_seconds
-        self._act(self.captioner.on_tick(now, level, last))
-
-    def _on_level(self, level: int) -> None:
-        old, self._level = self._level, level
-        # Thinned partials are routine on a busy machine; cheaper or missing partial steps are not.
-        (log.warning if level > old and level >= 2 else log.info)(
-            "stream %s: decoder load level %d (%s)", self.name, level, _LEVELS.get(level, "")
-        )
-        self._emit(
-            Status(
-                stream=self.name,
-                state="running",
-                detail=f"decoder degraded: level {level} ({_LEVELS.get(level, '')})" if level else "",
-                degraded=level,
-                emitted_at=self.now(),
-            )
-        )
+    def _collect(self, block: bool) -> None:
+        """Handle every finished decode now, in the order they finished (never behind another)."""
+        while self._handles:
+            done = [rid for rid, (_e, fut) in self._handles.items() if fut.done()]
+            if not done:
+                if not block:
+                    return
+                wait([f for _e, f in self._handles.values()], timeout=0.5, return_when=FIRST_COMPLETED)
+                continue
+            for rid in done:
+                _eid, fut = self._handles.pop(rid)
+                if fut.cancelled():
+                    continue
+                exc = fut.exception()
+                outcome: Hypothesis | Failure = (
+                    Failure(f"{type(exc).__name__}: {exc}") if exc is not None else fut.result()
+                )
+                self._last_progress_wall = time.monotonic()
+                self._act(self.core.result(rid, outcome))
+            block = False
 
     # -- actions -----------------------------------------------------------------------------
 
@@ -355,29 +353,31 @@ class Stream:
             if isinstance(a, Submit):
                 self._submit(a.spec)
             elif isinstance(a, Emit):
-                self._emit_caption(a.event)
+                self._emit_event(a.event)
             elif isinstance(a, Cancel):
-                entry = self._pending.get(a.request_id)
-                if entry is not None and self.engine.cancel(entry[0]):
-                    del self._pending[a.request_id]
-                    metrics.DECODES_CANCELLED.labels(self.name, entry[2].kind, a.reason).inc()
-                # else: it is running; its result will come back as Discarded
+                handle = self._handles.get(a.request_id)
+                if handle is not None and self.engine.cancel(handle[0]):
+                    del self._handles[a.request_id]
+                    metrics.DECODES_CANCELLED.labels(self.name, a.kind, a.reason).inc()
+                # else: it is running; its result comes back and the core discards it
             elif isinstance(a, Discarded):
-                metrics.DECODES_DISCARDED.labels(self.name, "any", a.reason).inc()
+                metrics.DECODES_DISCARDED.labels(self.name, a.kind, a.reason).inc()
             elif isinstance(a, Suppressed):
                 metrics.SUPPRESSED.labels(self.name, a.filter).inc(a.count)
             elif isinstance(a, Skipped):
                 metrics.PARTIALS_SKIPPED.labels(self.name).inc()
+            elif isinstance(a, Failed):
+                metrics.DECODE_FAILURES.labels(self.name, a.kind).inc()
+                log.warning(
+                    "stream %s: %s decode failed (%s); going on without it", self.name, a.kind, a.error
+                )
 
     def _submit(self, spec: DecodeSpec) -> None:
-        s0 = int(spec.start * SAMPLE_RATE)
+        s0 = max(int(spec.start * SAMPLE_RATE), self._history.base)
         s1 = int(spec.end * SAMPLE_RATE)
-        s0 = max(s0, self._history.base)
-        audio = self._history.slice(s0, s1)
-        dec = self.settings.decoder
         req = DecodeRequest(
             kind=spec.kind,
-            audio=audio,
+            audio=self._history.slice(s0, s1),
             offset=s0 / SAMPLE_RATE,
             language=spec.language,
             languages=list(spec.languages) if spec.languages else None,
@@ -388,37 +388,20 @@ class Stream:
             context=spec.context,
             fallback=spec.fallback,
             background=self.background,
-            task=dec.task,
-            hotwords=dec.hotwords,
+            task=spec.task,
+            hotwords=spec.hotwords,
         )
         fut = self.engine.submit(req)
-        self._pending[spec.id] = (req.id, fut, spec)
+        self._handles[spec.id] = (req.id, fut)
 
-    def _collect(self, block: bool) -> None:
-        """Handle every finished decode now, in the order they finished (never behind another)."""
-        while self._pending:
-            done = [rid for rid, (_e, fut, _s) in self._pending.items() if fut.done()]
-            if not done:
-                if not block:
-                    return
-                wait([f for _e, f, _s in self._pending.values()], timeout=0.5, return_when=FIRST_COMPLETED)
-                continue
-            for rid in done:
-                _eid, fut, spec = self._pending.pop(rid)
-                if fut.cancelled():
-                    continue
-                hyp = fut.result()  # re-raises a decode failure: the stream stops with the error
-                self._last_progress_wall = time.monotonic()
-                self._last_decode_seconds = hyp.decode_seconds
-                actions = self.captioner.on_result(rid, hyp, self.now())
-                for a in actions:
-                    if isinstance(a, Discarded):
-                        metrics.DECODES_DISCARDED.labels(self.name, spec.kind, a.reason).inc()
-                self._act([a for a in actions if not isinstance(a, Discarded)])
-            block = False
-
-    def _emit_caption(self, ev: Partial | Final) -> None:
-        if isinstance(ev, Final):
+    def _emit_event(self, ev: Partial | Final | Status) -> None:
+        if isinstance(ev, Status):
+            level = ev.degraded
+            # Thinned partials are routine on a busy machine; finals only is not.
+            (log.warning if level >= 3 else log.info)(
+                "stream %s: decoder load level %d (%s)", self.name, level, level_of(level).name
+            )
+        elif isinstance(ev, Final):
             metrics.FINALS.labels(self.name).inc()
             metrics.LATENCY.labels(self.name, "final").observe(max(ev.emitted_at - ev.end, 0.0))
         else:
@@ -427,21 +410,10 @@ class Stream:
         self._emit(ev)
 
 
-def filter_options(settings: Settings) -> FilterOptions:
-    """FilterConfig's switches plus the decoder's thresholds, which the filters reuse."""
-    d = settings.decoder
-    return FilterOptions(
-        **settings.filters.model_dump(),
-        no_speech_threshold=d.no_speech_threshold,
-        log_prob_threshold=d.log_prob_threshold,
-        compression_ratio_threshold=d.compression_ratio_threshold,
-    )
-
-
 def run_file(
     settings: Settings,
     path: str | Path,
-    engine: DecodeEngine,
+    engine: Decoder,
     *,
     realtime: bool,
     emit: Emit_ | None = None,
@@ -449,8 +421,6 @@ def run_file(
     background: bool = False,
 ) -> list[Partial | Final]:
     """Run one file through a Stream (blocking) and return its caption events in order."""
-    from streamer.audio.file import FileSource
-
     events: list[Partial | Final] = []
 
     def collect(ev: Partial | Final | Status) -> None:
@@ -472,7 +442,5 @@ def run_file(
     stream.start()
     stream.join()
     if stream.error:
-        from streamer.errors import SourceError
-
         raise SourceError(stream.error)
     return events

@@ -144,7 +144,7 @@ def test_speculative_final_is_used_if_silence_lasts_and_cancelled_if_speech_resu
     assert c.on_tick(2.4) == []  # no step decodes while the speculative final is out
     # Speech resumes: the request is cancelled, and its result, if it still comes, is discarded.
     out = c.on_silence(None, 2.5)
-    assert [a for a in out if isinstance(a, Cancel)] == [Cancel(spec.id, "resumed")]
+    assert [a for a in out if isinstance(a, Cancel)] == [Cancel(spec.id, "resumed", "final")]
     assert c.on_result(spec.id, hyp(spec, SENTENCE), 2.6) == [Discarded(spec.id, "obsolete")]
     # Silence again, and this time it lasts: the speculative result becomes the final.
     (spec2,) = submits(c.on_silence(3.0, 3.1))
@@ -161,7 +161,7 @@ def test_step_result_of_a_closed_utterance_is_discarded() -> None:
     c.on_speech_start(0.0, 0.0)
     s = step(c, 1.0)
     out = c.on_speech_end(1.2, 1.3)
-    assert Cancel(s.id, "obsolete") in out
+    assert Cancel(s.id, "obsolete", "step") in out
     assert c.on_result(s.id, hyp(s, words_until(1.0)), 1.4) == [Discarded(s.id, "obsolete")]
 
 
@@ -190,19 +190,32 @@ def test_no_step_decodes_while_the_previous_final_is_pending_then_order_is_kept(
     assert submits(c.on_tick(3.7))
 
 
-def test_degradation_thins_steps_then_cheapens_finals_then_stops_steps() -> None:
+def test_degradation_cheapens_finals_then_thins_steps_then_stops_steps() -> None:
     c = Captioner(OPTS, FilterOptions.off())
     c.on_speech_start(0.0, 0.0)
+    c.level = 1  # cheaper finals: steps as usual
     s = step(c, 1.0)
     c.on_result(s.id, hyp(s, words_until(1.0)), 1.0)
-    assert c.on_tick(1.6, level=1) == [Skipped("degraded")]  # level 1: steps twice as far apart
-    assert c.on_tick(1.7, level=1) == []  # counted once per skipped step
-    assert submits(c.on_tick(2.0, level=1))
-    c2 = Captioner(OPTS, FilterOptions.off())
-    c2.on_speech_start(0.0, 0.0)
-    assert not submits(c2.on_tick(1.0, level=3))
-    (fin,) = submits(c2.on_speech_end(2.0, 2.1, level=2))
-    assert fin.beam_size == 1 and not fin.fallback and fin.context < 30
+    c.level = 2  # partials thinned: steps twice as far apart
+    assert c.on_tick(1.6) == [Skipped("degraded")]
+    assert c.on_tick(1.7) == []  # counted once per skipped step
+    assert submits(c.on_tick(2.0))
+    for level in (1, 2, 3):
+        c2 = Captioner(OPTS, FilterOptions.off())
+        c2.level = level
+        c2.on_speech_start(0.0, 0.0)
+        assert bool(submits(c2.on_tick(1.0))) == (level < 3)
+        # Every final follows the level: the speculative one and the one at the end of speech.
+        (spec,) = submits(c2.on_silence(1.8, 2.0))
+        (fin,) = submits(c2.on_speech_end(2.0, 2.1))
+        for f in (spec, fin):
+            assert f.kind == "final" and f.beam_size == 1 and not f.fallback and f.context < 30
+    c3 = Captioner(OPTS, FilterOptions.off())
+    c3.on_speech_start(0.0, 0.0)
+    (fin,) = submits(c3.on_speech_end(2.0, 2.1))
+    assert fin.beam_size == OPTS.beam_size and fin.fallback
+    # Full-quality finals too: encoder context sized to the window, never 30 s of padding.
+    assert fin.context == OPTS.step_context < 30
 
 
 def test_forced_commit_keeps_a_long_window_bounded() -> None:

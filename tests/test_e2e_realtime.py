@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamer.decode.agreement import norm_word
+from streamer.decode.hypothesis import norm_word
 
 from .e2e_util import jsonl, streamer
 

@@ -172,8 +172,11 @@ def test_every_settings_key_is_classified_and_the_classification_is_deliberate()
     keys = flatten(Settings())
     live = {k for k in keys if is_live(k)}
     # Built once at start: changing them needs a new model, source, socket or broker session.
-    for k in ("model.name", "source.spec", "vad.threshold", "server.port", "server.host", "mqtt.url"):
+    for k in ("model.name", "source.spec", "server.port", "server.host", "mqtt.url"):
         assert k in keys and k not in live
+    # Read by the deciding code through its option types: applied as a new snapshot.
+    for k in ("vad.threshold", "decoder.max_tokens_per_second", "decoder.fallback_min_seconds"):
+        assert k in live
     for k in (
         "server.token",
         "server.allowed_origins",

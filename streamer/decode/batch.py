@@ -3,9 +3,9 @@
 Whisper's encoder is the part of a decode whose cost does not depend on what is said: a window
 is always a (truncated) 30 s log-mel block. Several windows of the same length can go through
 CTranslate2's encoder in one call (a batch), which a GPU runs in about the time of one. The text
-decoder (generate, word alignment, temperature fallback, the prompt retry) stays per window, in
-faster-whisper's own `transcribe`: the engine hands each window its row of the batched encoder
-output through `ContextWhisperModel.encoded`, so everything after the encoder is unchanged.
+decoder (generate, word alignment, temperature fallback, the prompt retry) stays per window
+(streamer/decode/whisper.py): the engine passes each window its row of the batched encoder output
+as an argument, so everything after the encoder is the same as for a window encoded alone.
 
 Rows are taken on the host (`to_cpu=True`): that is a no-op on CPU and a small copy on CUDA
 (1500 x d_model floats per window), and it keeps this module free of any GPU array library.
@@ -39,28 +39,12 @@ def batch_frames(frames: list[int | None]) -> int | None:
     return max(f for f in frames if f is not None)
 
 
-def features(model: Any, audio: np.ndarray, frames: int | None) -> np.ndarray:
-    """The log-mel block faster-whisper's transcribe would hand to `encode` for this window."""
-    from faster_whisper.audio import pad_or_trim
+def split_rows(encoded: Any, n: int) -> list[Any]:
+    """One (1, T, d) StorageView per window of a batched encoder output."""
+    import ctranslate2  # lazy: only batched decoding (a GPU) gets here; keeps this module pure
 
-    mel = model.feature_extractor(audio)
-    # As transcribe's first segment: the content frames (the last one is padding), zero-padded.
-    block = pad_or_trim(mel[:, : min(N_FRAMES, mel.shape[-1] - 1)])
-    if frames is not None:
-        block = block[:, :frames]
-    return np.ascontiguousarray(block)
-
-
-def encode_batch(model: Any, audios: list[np.ndarray], frames: int | None) -> list[Any]:
-    """Encode several windows in one call; returns one (1, T, d) StorageView per window."""
-    import ctranslate2
-
-    batch = np.ascontiguousarray(np.stack([features(model, a, frames) for a in audios]))
-    out = model.model.encode(ctranslate2.StorageView.from_array(batch), to_cpu=True)
-    rows = np.asarray(out)
-    return [
-        ctranslate2.StorageView.from_array(np.ascontiguousarray(rows[i : i + 1])) for i in range(len(audios))
-    ]
+    rows = np.asarray(encoded)
+    return [ctranslate2.StorageView.from_array(np.ascontiguousarray(rows[i : i + 1])) for i in range(n)]
 
 
 def resolve_batch_size(configured: int | str, device: str) -> int:

@@ -5,17 +5,21 @@ The stream loop (pipeline.Stream) feeds it what happened and carries out what it
     on_speech_start(start, now)       the segmenter opened an utterance
     on_speech_end(end, now)           ... and closed it
     on_silence(pending_end, now)      silence began (pending_end) or speech resumed (None)
-    on_tick(now, level)               audio advanced; `level` is the decode engine's degradation
+    on_tick(now, last_decode_seconds) audio advanced
     on_result(request_id, hyp, now)   a decode finished (in any order)
-      -> list[Submit | Cancel | Emit]
+    on_failure(request_id, now)       a decode raised
+      -> list[Submit | Cancel | Emit | ...]
+
+`level` (set by the stream core from the engine's load) is the degradation level every request
+follows (streamer/decode/scheduler.py, LEVELS).
 
 How text is decided (protocol 2: several finals per utterance, the partial is the unsettled tail):
 
 - Every `step` seconds the window from a little before the first unsettled word to "now" is decoded
   (one decode serves both the display and the commit decision). The window starts `left_context`
   seconds before that word, so the decoder hears what came before it (a sentence after a short
-  pause is not decoded cold); words of the window that are already settled are recognised by
-  their times and by matching the last settled words, and dropped. The settled text before the
+  pause is not decoded cold); the words of the window that restate settled ones are recognised by
+  aligning text and times (streamer/decode/align.py) and dropped. The settled text before the
   window is the prompt.
 - LocalAgreement-2: the words that two consecutive decodes agree on, after the settled ones, are
   committed as a final at once, provided both decodes heard at least `commit_margin` seconds of
@@ -23,15 +27,18 @@ How text is decided (protocol 2: several finals per utterance, the partial is th
 - The unsettled rest is the partial (`text`); `stable` is always empty, since an agreed word is
   committed instead of being held as stable.
 - End of speech closes the utterance: the window up to the speech end is decoded at final quality
-  (beam search, full encoder context, temperature fallback for long enough windows) and what it
-  adds after the settled words is the utterance's last final (`last=True`). That decode may start
-  speculatively as soon as silence begins; if speech resumes, it is cancelled or its result
-  discarded.
+  (beam search and temperature fallback for long enough windows; the encoder context sized to the
+  window as for steps, since tens of seconds of padding after the speech are where Whisper loops
+  and invents sign-offs) and what it adds after the settled words is the utterance's last final
+  (`last=True`). That decode may start speculatively as soon as silence begins; if speech resumes,
+  it is cancelled or its result discarded. Both follow the current degradation level.
+- A decode that fails is not fatal: a failed step is simply followed by the next one; a failed
+  final closes the utterance with what was settled.
 - At most one decode per stream is useful at a time: a new request makes an older in-flight one
   obsolete (cancelled if not started, its result discarded otherwise, both counted), so a slow
   machine gets fewer, later decodes and never a backlog.
-- Degradation (engine level): 1 = steps twice as far apart, 2 = steps three times as far apart and
-  finals decoded greedily with less context and no fallback; 3 = no step decodes at all (finals only).
+- Degradation: see LEVELS in streamer/decode/scheduler.py (cheaper finals, then thinner steps,
+  then finals only).
 """
 
 from __future__ import annotations
@@ -41,15 +48,17 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
 
-from streamer.decode.agreement import norm_word
+from streamer.decode.align import new_words_start
 from streamer.decode.filters import (
     FilterOptions,
     filter_segments,
     is_invented_phrase,
     trim_invented_tail,
 )
-from streamer.decode.hypothesis import NO_SPACE_LANGUAGES, Hypothesis, HypWord, join_words
-from streamer.events import Final, Partial, Word
+from streamer.decode.hypothesis import NO_SPACE_LANGUAGES, Hypothesis, HypWord, join_words, norm_word
+from streamer.decode.scheduler import level as level_of
+from streamer.events import Final, Partial, Status, Word
+from streamer.options import setting
 
 # A decode needs this much audio after the first unsettled word to say anything useful.
 MIN_STEP_AUDIO = 0.4
@@ -57,34 +66,41 @@ MIN_STEP_AUDIO = 0.4
 LOCK_LANGUAGE_PROBABILITY = 0.7
 # Settled words passed as the prompt are cut to this many characters (Whisper's prompt is 224 tokens).
 PROMPT_CHARS = 400
-# How many of the last settled words are compared with the start of a new decode (duplicates).
-DEDUP_WORDS = 5
-# A word belongs to the settled part when its middle lies before the boundary by this much or more.
+# A settled word ending this close after the window start still counts as before it (prompt).
 BOUNDARY_TOLERANCE = 0.05
-# Degradation: step interval multiplier per engine level.
-_LEVEL_STEP = {0: 1.0, 1: 2.0, 2: 3.0}
+
+
+def _tuple_or_none(v: list[str] | None) -> tuple[str, ...] | None:
+    return tuple(v) if v else None
 
 
 @dataclass(frozen=True)
 class CaptionerOptions:
     stream: str = "main"
-    step: float = 0.5
-    partials: bool = True  # emit partial events (step decodes run anyway: they decide commits)
-    agreement: bool = True  # commit agreed words mid-utterance; False: finals only at end of speech
-    holdback: int = 0  # last agreed words kept back from a commit
-    commit_margin: float = 0.2  # audio both agreeing decodes heard after a word (s)
+    step: float = setting("decoder.step", 0.5)
+    # Emit partial events (step decodes run anyway: they decide commits).
+    partials: bool = setting("decoder.partials", True)
+    # Commit agreed words mid-utterance; False: finals only at end of speech.
+    agreement: bool = setting("decoder.agreement", True)
+    holdback: int = setting("decoder.holdback", 0)  # last agreed words kept back from a commit
+    commit_margin: float = setting("decoder.commit_margin", 0.2)  # audio both decodes heard after a word (s)
     # Audio (context before the utterance included) a decode must have heard before it can take
     # part in a commit: decodes of the first second of an utterance agree on wrong words.
-    min_commit_audio: float = 4.0
-    left_context: float = 2.0  # audio before the first unsettled word in every window (s)
-    max_window: float = 15.0  # longest window; past it the unsettled words are forced out
-    beam_size: int = 5  # final decodes
-    step_beam_size: int = 1
-    step_context: float = 15.0  # encoder context of step decodes (s); finals get 30
-    language: str | None = None
-    languages: tuple[str, ...] | None = None
-    initial_prompt: str | None = None
-    context_prompt: bool = True  # settled text before the window as the prompt
+    min_commit_audio: float = setting("decoder.min_commit_audio", 4.0)
+    # Audio before the first unsettled word in every window (s).
+    left_context: float = setting("decoder.left_context", 2.0)
+    max_window: float = setting("decoder.max_window", 15.0)  # past it the unsettled words are forced out
+    beam_size: int = setting("decoder.beam_size", 5)  # final decodes
+    step_beam_size: int = setting("decoder.partial_beam_size", 1)
+    # Encoder context of every decode (s): at least this, or the window + 5 s.
+    step_context: float = setting("decoder.partial_context", 15.0)
+    language: str | None = setting("decoder.language", None)
+    languages: tuple[str, ...] | None = setting("decoder.languages", None, convert=_tuple_or_none)
+    initial_prompt: str | None = setting("decoder.initial_prompt", None)
+    # Settled words of this many utterances (the open one included) before the window as the prompt.
+    context_finals: int = setting("decoder.context_finals", 3)
+    task: str = setting("decoder.task", "transcribe")
+    hotwords: str | None = setting("decoder.hotwords", None)
     speculative: bool = True
 
 
@@ -103,6 +119,8 @@ class DecodeSpec:
     beam_size: int
     context: float
     fallback: bool
+    task: str = "transcribe"
+    hotwords: str | None = None
 
 
 @dataclass(frozen=True)
@@ -114,11 +132,12 @@ class Submit:
 class Cancel:
     request_id: int
     reason: str  # obsolete | superseded | resumed
+    kind: str = "any"
 
 
 @dataclass(frozen=True)
 class Emit:
-    event: Partial | Final
+    event: Partial | Final | Status
 
 
 @dataclass(frozen=True)
@@ -127,6 +146,7 @@ class Discarded:
 
     request_id: int
     reason: str
+    kind: str = "any"
 
 
 @dataclass(frozen=True)
@@ -144,7 +164,16 @@ class Skipped:
     reason: str
 
 
-Action = Submit | Cancel | Emit | Discarded | Suppressed | Skipped
+@dataclass(frozen=True)
+class Failed:
+    """A decode raised (counted by the stream; the captioner went on without it)."""
+
+    request_id: int
+    kind: str
+    error: str
+
+
+Action = Submit | Cancel | Emit | Discarded | Suppressed | Skipped | Failed
 
 
 @dataclass
@@ -176,13 +205,14 @@ class Captioner:
         # Utterances closed whose last final is still being decoded, by number.
         self._closing: dict[int, _Utterance] = {}
         self._inflight: dict[int, DecodeSpec] = {}
-        # Settled words of the stream (for the prompt and to recognise them in later decodes).
-        self._settled: deque[HypWord] = deque(maxlen=200)
+        # Settled words of the stream with their utterance number (for the prompt and to recognise
+        # them in later decodes).
+        self._settled: deque[tuple[int, HypWord]] = deque(maxlen=200)
         self.boundary = 0.0  # audio time up to which words are settled
         self._last_speech_end: float | None = None  # end of the previous utterance
         self._last_step = -1e9  # audio time of the last step request
         self._skipped = 0  # steps skipped since the last one that ran (degradation)
-        self.revisions = 0  # settled words changed afterwards: must stay 0 (checked in tests)
+        self.level = 0  # degradation level every new request follows (scheduler.LEVELS)
 
     # -- what the stream asks ------------------------------------------------------------------
 
@@ -191,8 +221,13 @@ class Captioner:
         return self._seq
 
     @property
-    def inflight(self) -> dict[int, DecodeSpec]:
-        return dict(self._inflight)
+    def inflight(self) -> int:
+        """Requests whose result the captioner still waits for."""
+        return len(self._inflight)
+
+    def kind_of(self, request_id: int) -> str | None:
+        spec = self._inflight.get(request_id)
+        return None if spec is None else spec.kind
 
     def keep_from(self, now: float, preroll: float) -> float:
         """Audio before this time is no longer needed by any decode (`preroll`: how far back the
@@ -230,13 +265,13 @@ class Captioner:
         if spec is not None:
             actions += self._obsolete(spec.id, "superseded")
             utt.early = None
-        new = self._final_spec(utt, pending_end, level=0)
+        new = self._final_spec(utt, pending_end)
         utt.speculative = new
         actions += self._drop_steps(utt)
         actions.append(Submit(new))
         return actions
 
-    def on_speech_end(self, end: float, now: float, level: int = 0) -> list[Action]:
+    def on_speech_end(self, end: float, now: float) -> list[Action]:
         utt = self.utt
         if utt is None:
             return []
@@ -256,12 +291,12 @@ class Captioner:
                 return actions
         if spec is not None:
             actions += self._obsolete(spec.id, "superseded")
-        final = self._final_spec(utt, end, level)
+        final = self._final_spec(utt, end)
         utt.final_request = final.id
         actions.append(Submit(final))
         return actions
 
-    def on_tick(self, now: float, level: int = 0, last_decode_seconds: float = 0.0) -> list[Action]:
+    def on_tick(self, now: float, last_decode_seconds: float = 0.0) -> list[Action]:
         """Audio advanced to `now`: ask for a step decode when one is due."""
         utt = self.utt
         if utt is None or utt.speculative is not None:
@@ -272,11 +307,12 @@ class Captioner:
         if now - first < MIN_STEP_AUDIO:
             return []
         since = now - self._last_step
-        interval = max(self.o.step * _LEVEL_STEP.get(level, 3.0), last_decode_seconds)
-        if level >= 3 or since < interval:
+        factor = level_of(self.level).step_factor
+        interval = max(self.o.step * (factor or 1.0), last_decode_seconds)
+        if factor is None or since < interval:
             # A step that would have run at full load and does not: the partials thin out
             # (counted once per skipped step).
-            if level and since >= max(self.o.step, last_decode_seconds) * (self._skipped + 1):
+            if self.level and since >= max(self.o.step, last_decode_seconds) * (self._skipped + 1):
                 self._skipped += 1
                 return [Skipped("degraded")]
             return []
@@ -295,6 +331,8 @@ class Captioner:
             beam_size=self.o.step_beam_size,
             context=self.o.step_context,
             fallback=False,
+            task=self.o.task,
+            hotwords=self.o.hotwords,
         )
         self._inflight[spec.id] = spec
         return [Submit(spec)]
@@ -322,10 +360,29 @@ class Captioner:
             return []
         return [Discarded(request_id, "obsolete")]
 
-    def on_failure(self, request_id: int) -> list[Action]:
-        """A decode raised: forget it (the stream reports the error)."""
-        self._inflight.pop(request_id, None)
-        return []
+    def on_failure(self, request_id: int, now: float, error: str = "") -> list[Action]:
+        """A decode raised. A step is followed by the next one; a final closes its utterance with
+        what was settled; a speculative final is asked for again when the speech ends."""
+        spec = self._inflight.pop(request_id, None)
+        if spec is None:
+            return [Discarded(request_id, "obsolete")]
+        actions: list[Action] = [Failed(request_id, spec.kind, error)]
+        if spec.kind == "step":
+            return actions
+        utt = self._closing.get(spec.utterance)
+        if utt is not None and utt.final_request == request_id:
+            del self._closing[spec.utterance]
+            if utt.shown:  # the unsettled tail was never confirmed: take it off the screen
+                actions += self._partial(utt, [], utt.closed_at or spec.end, utt.language, now, force=True)
+            return actions
+        open_utt = self.utt
+        if (
+            open_utt is not None
+            and open_utt.speculative is not None
+            and open_utt.speculative.id == request_id
+        ):
+            open_utt.speculative, open_utt.early = None, None
+        return actions
 
     # -- decisions ---------------------------------------------------------------------------
 
@@ -336,16 +393,20 @@ class Captioner:
         parts = []
         if self.o.initial_prompt:
             parts.append(self.o.initial_prompt)
-        if self.o.context_prompt:
-            before = [w.text for w in self._settled if w.end <= window_start + BOUNDARY_TOLERANCE]
+        if self.o.context_finals > 0:
+            # Utterances are numbered 1, 2, ...: keep those of the last `context_finals` ones.
+            oldest = self._utt_count - self.o.context_finals + 1
+            before = [
+                w.text for n, w in self._settled if n >= oldest and w.end <= window_start + BOUNDARY_TOLERANCE
+            ]
             context = join_words(before)[-PROMPT_CHARS:]
             if context:
                 parts.append(context)
         return " ".join(parts) or None
 
-    def _final_spec(self, utt: _Utterance, end: float, level: int) -> DecodeSpec:
+    def _final_spec(self, utt: _Utterance, end: float) -> DecodeSpec:
         start = self._window_start(max(self.boundary, utt.speech_start))
-        cheap = level >= 2
+        cheap = not level_of(self.level).full_finals
         spec = DecodeSpec(
             id=next(self._ids),
             kind="final",
@@ -356,15 +417,17 @@ class Captioner:
             languages=self.o.languages,
             prompt=self._prompt(start),
             beam_size=1 if cheap else self.o.beam_size,
-            context=self.o.step_context if cheap else 30.0,
+            context=self.o.step_context,
             fallback=not cheap,
+            task=self.o.task,
+            hotwords=self.o.hotwords,
         )
         self._inflight[spec.id] = spec
         return spec
 
     def _obsolete(self, request_id: int, reason: str) -> list[Action]:
-        self._inflight.pop(request_id, None)
-        return [Cancel(request_id, reason)]
+        spec = self._inflight.pop(request_id, None)
+        return [Cancel(request_id, reason, spec.kind if spec else "any")]
 
     def _drop_steps(self, utt: _Utterance) -> list[Action]:
         actions: list[Action] = []
@@ -373,18 +436,12 @@ class Captioner:
                 actions += self._obsolete(rid, "obsolete")
         return actions
 
-    def _new_words(self, hyp: Hypothesis, first: float) -> list[HypWord]:
-        """The words of a decode after the settled ones (by time, then by matching the last settled)."""
+    def _new_words(self, utt: _Utterance, hyp: Hypothesis) -> list[HypWord]:
+        """The words of a decode after those that restate settled ones (see decode/align.py)."""
         words = [w for w in hyp.words if norm_word(w.text) or w.text.strip()]
-        new = [w for w in words if (w.start + w.end) / 2 > first - BOUNDARY_TOLERANCE]
-        # Whisper's times are coarse: a settled word may show up again just after the boundary.
-        settled = [norm_word(w.text) for w in list(self._settled)[-DEDUP_WORDS:]]
-        head = [norm_word(w.text) for w in new[:DEDUP_WORDS]]
-        for k in range(min(len(settled), len(head)), 0, -1):
-            if settled[-k:] == head[:k] and new[k - 1].start < first + 1.0:
-                new = new[k:]
-                break
-        return new
+        settled = [w for _n, w in self._settled]
+        k = new_words_start(words, settled, self.boundary, hyp.window_start, utt.speech_start)
+        return words[k:]
 
     def _clean(self, utt: _Utterance, hyp: Hypothesis, speech_end: float) -> tuple[Hypothesis, list[Action]]:
         segments, counts = filter_segments(
@@ -421,8 +478,7 @@ class Captioner:
     def _on_step(self, utt: _Utterance, spec: DecodeSpec, raw: Hypothesis, now: float) -> list[Action]:
         self._lock_language(utt, raw)
         hyp, actions = self._clean(utt, raw, raw.window_end)
-        first = max(self.boundary, utt.speech_start)
-        new = self._new_words(hyp, first)
+        new = self._new_words(utt, hyp)
         if new and utt.words == 0 and not utt.previous and self._invented(new, hyp):
             actions.append(Suppressed("phrases", 1))
             new = []
@@ -461,8 +517,7 @@ class Captioner:
         speech_end = utt.closed_at if utt.closed_at is not None else raw.window_end
         self._lock_language(utt, raw, force=True)
         hyp, actions = self._clean(utt, raw, speech_end)
-        first = max(self.boundary, utt.speech_start)
-        new = self._new_words(hyp, first)
+        new = self._new_words(utt, hyp)
         if new and utt.words == 0 and self._invented(new, hyp):
             actions.append(Suppressed("phrases", 1))
             new = []
@@ -470,7 +525,7 @@ class Captioner:
             # Judge the tail on the words as decoded, before the segment filters: an invented
             # farewell often follows invented words that take no time, which those filters drop,
             # leaving a last "Bye." that looks heard on its own.
-            raw_new = self._new_words(raw, first)
+            raw_new = self._new_words(utt, raw)
             kept_raw, dropped_raw = trim_invented_tail(raw_new, raw.language, self.filters)
             if dropped_raw:
                 cut = raw_new[len(kept_raw)].start
@@ -519,7 +574,7 @@ class Captioner:
         end = timed[-1].end
         boundary = end if nxt is None else min(end, max(nxt.start, timed[-1].start))
         self.boundary = max(self.boundary, boundary)
-        self._settled.extend(HypWord(t.word, t.start, t.end, t.probability) for t in timed)
+        self._settled.extend((utt.number, HypWord(t.word, t.start, t.end, t.probability)) for t in timed)
         self._seq += 1
         utt.rev += 1
         utt.finals += 1

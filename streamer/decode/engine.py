@@ -16,17 +16,18 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+import ctranslate2
 import numpy as np
+from faster_whisper import WhisperModel
 
-from streamer import metrics
-from streamer.decode import batch
-from streamer.decode.hypothesis import Hypothesis, HypSegment, HypWord
+from streamer import metrics, options
+from streamer.decode import batch, whisper
+from streamer.decode.hypothesis import DecodeTrace, Hypothesis, HypSegment, HypWord
 from streamer.decode.scheduler import Pending, Scheduler
 from streamer.errors import UserError
+from streamer.options import setting
 
 if TYPE_CHECKING:
-    from faster_whisper import WhisperModel
-
     from streamer.config import Settings
 
 log = logging.getLogger(__name__)
@@ -45,34 +46,6 @@ def _would_fall_back(segments: list[HypSegment], opts: DecodeOptions) -> bool:
         s.compression_ratio > opts.compression_ratio_threshold or s.avg_logprob < opts.log_prob_threshold
         for s in segments
     )
-
-
-def _context_model_class() -> type:
-    """faster-whisper's model with an encoder that can see less than the usual 30 s.
-
-    Whisper pads every window to 30 s, and the encoder's cost is that of 30 s whatever the
-    speech. For partials the engine keeps only max(`partial_context`, speech + 5 s) of it: measured
-    on the English set, 15 s of context gives the same WER as 30 s (tiny.en 3.5 % vs 3.8 %) in
-    half the time, while 10 s costs accuracy (5.8 %). Finals always get the full 30 s.
-    """
-    from faster_whisper import WhisperModel
-
-    class ContextWhisperModel(WhisperModel):
-        encode_frames: int | None = None
-        # This window's row of a batched encoder pass (streamer.decode.batch): used once, by the
-        # next encode() call, which is transcribe's first (and, for <= 30 s, only) segment.
-        encoded: Any = None
-
-        def encode(self, features: np.ndarray) -> Any:
-            if self.encoded is not None:
-                out, self.encoded = self.encoded, None
-                return out
-            n = self.encode_frames
-            if n is not None and features.shape[-1] > n:
-                features = np.ascontiguousarray(features[..., :n])
-            return super().encode(features)
-
-    return ContextWhisperModel
 
 
 @dataclass
@@ -100,32 +73,26 @@ class DecodeRequest:
 
 @dataclass(frozen=True)
 class DecodeOptions:
-    task: str = "transcribe"
-    temperatures: tuple[float, ...] = (0.0, 0.2, 0.4)
-    no_speech_threshold: float = 0.6
-    log_prob_threshold: float = -1.0
-    compression_ratio_threshold: float = 2.4
-    hotwords: str | None = None
+    """What the engine applies to every decode it runs (per engine; a reload swaps the object)."""
+
+    task: str = setting("decoder.task", "transcribe")
+    temperatures: tuple[float, ...] = setting(
+        "decoder.temperatures", (0.0, 0.2, 0.4), convert=lambda v: tuple(v) or (0.0,)
+    )
+    no_speech_threshold: float = setting("decoder.no_speech_threshold", 0.6)
+    log_prob_threshold: float = setting("decoder.log_prob_threshold", -1.0)
+    compression_ratio_threshold: float = setting("decoder.compression_ratio_threshold", 2.4)
+    hotwords: str | None = setting("decoder.hotwords", None)
     # Decode cost bounds: Whisper may loop or run on through a clipped window; a window of d seconds
     # gets at most base + d * per_second new tokens, and temperature fallback (a full re-decode per
     # temperature) only when it holds at least fallback_min_seconds of audio.
     max_tokens_base: int = 12
-    max_tokens_per_second: float = 12.0
-    fallback_min_seconds: float = 2.0
+    max_tokens_per_second: float = setting("decoder.max_tokens_per_second", 12.0)
+    fallback_min_seconds: float = setting("decoder.fallback_min_seconds", 2.0)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DecodeOptions:
-        dec = settings.decoder
-        return cls(
-            task=dec.task,
-            temperatures=tuple(dec.temperatures) or (0.0,),
-            no_speech_threshold=dec.no_speech_threshold,
-            log_prob_threshold=dec.log_prob_threshold,
-            compression_ratio_threshold=dec.compression_ratio_threshold,
-            hotwords=dec.hotwords,
-            max_tokens_per_second=dec.max_tokens_per_second,
-            fallback_min_seconds=dec.fallback_min_seconds,
-        )
+        return options.from_settings(cls, settings)
 
 
 class DecodeEngine:
@@ -138,16 +105,13 @@ class DecodeEngine:
         batch_size: int = 1,
     ):
         self.model = model
-        # Windows of different streams encoded in one call (streamer.decode.batch); needs the
-        # context model's `encoded` hook.
-        self.batch_size = batch_size if hasattr(model, "encoded") else 1
+        # Windows of different streams encoded in one call (streamer.decode.batch).
+        self.batch_size = batch_size
         self.model_name = model_name
         self.options = options
         self.load_seconds = load_seconds
         self.multilingual = bool(getattr(model.model, "is_multilingual", True))
         # Temperature fallback samples: a fixed seed makes a file give the same text every run.
-        import ctranslate2
-
         ctranslate2.set_random_seed(0)
         self._cond = threading.Condition()
         self._scheduler: Scheduler[tuple[DecodeRequest, Future[Hypothesis]]] = Scheduler()
@@ -166,7 +130,7 @@ class DecodeEngine:
         compute_type = compute_type_for(device, cfg.compute_type)
         t0 = time.perf_counter()
         try:
-            model = _context_model_class()(
+            model = WhisperModel(
                 str(resolved.path), device=device, compute_type=compute_type, cpu_threads=cfg.cpu_threads
             )
         except (RuntimeError, ValueError, OSError) as e:
@@ -233,16 +197,6 @@ class DecodeEngine:
         metrics.DEGRADED_LEVEL.labels(self.model_name).set(level)
         return level
 
-    def load(self) -> dict[str, float]:
-        now = time.monotonic()
-        with self._cond:
-            return {
-                "level": self._scheduler.tick(now),
-                "busy": round(self._scheduler.busy_fraction(now), 3),
-                "final_wait": round(self._scheduler.final_wait(now), 3),
-                "queued": len(self._scheduler),
-            }
-
     def close(self) -> None:
         with self._cond:
             self._closed = True
@@ -277,8 +231,6 @@ class DecodeEngine:
             fut.set_exception(e)
             return time.monotonic()
         finally:
-            if row is not None:
-                self.model.encoded = None  # not left for the next window if this one failed early
             ended = time.monotonic()
             with self._cond:
                 self._scheduler.record(p, started, ended)
@@ -291,7 +243,8 @@ class DecodeEngine:
             [batch.window_frames(r.context, r.duration, FRAMES_PER_SECOND) for r in reqs]
         )
         try:
-            rows = batch.encode_batch(self.model, [r.audio for r in reqs], frames)
+            blocks = np.stack([whisper.features(self.model, r.audio, frames) for r in reqs])
+            rows = batch.split_rows(whisper.encode(self.model, blocks, to_cpu=True), len(reqs))
         except Exception:
             log.exception("batched encode failed; decoding one by one")
             return [None] * len(reqs)
@@ -300,94 +253,72 @@ class DecodeEngine:
 
     # -- decoding ----------------------------------------------------------------------------
 
-    def _use_encoded(self, encoded: Any) -> None:
-        if encoded is not None:
-            self.model.encoded = encoded
-
-    def detect_language(self, audio: np.ndarray, allowed: list[str] | None) -> tuple[str, float]:
+    def _language(self, req: DecodeRequest, encoder_output: Any) -> tuple[str, float | None]:
         if not self.multilingual:
-            return "en", 1.0
-        lang, prob, all_probs = self.model.detect_language(audio=audio)
-        if allowed:
-            ranked = [(code, p) for code, p in all_probs if code in allowed]
-            if ranked:
-                lang, prob = max(ranked, key=lambda cp: cp[1])
-            else:
-                lang, prob = allowed[0], 0.0
-        return lang, float(prob)
+            return "en", None
+        if req.language is not None:
+            return req.language, None
+        probs = whisper.language_probabilities(self.model, encoder_output)
+        if req.languages:
+            allowed = [(code, p) for code, p in probs if code in req.languages]
+            return max(allowed, key=lambda cp: cp[1]) if allowed else (req.languages[0], 0.0)
+        return probs[0]
 
     def decode(self, req: DecodeRequest, encoded: Any = None) -> Hypothesis:
         """Decode one window; `encoded` is its row of a batched encoder pass, if it had one."""
         t0 = time.perf_counter()
         opts = self.options
-        if hasattr(self.model, "encode_frames"):
-            self.model.encode_frames = batch.window_frames(req.context, req.duration, FRAMES_PER_SECOND)
-        language = req.language
-        lang_prob: float | None = None
-        if language is None and req.languages and self.multilingual:
-            # An allow-list needs every language's probability: detect first (one more encoder pass).
-            language, lang_prob = self.detect_language(req.audio, req.languages)
+        content_frames = min(whisper.N_FRAMES, len(req.audio) // self.model.feature_extractor.hop_length)
+        frames = batch.window_frames(req.context, req.duration, FRAMES_PER_SECOND)
+        if encoded is None:
+            encoded = whisper.encode(self.model, whisper.features(self.model, req.audio, frames))
+        language, lang_prob = self._language(req, encoded)
         final = req.kind == "final"
         # Temperature fallback re-decodes the whole window once per temperature: only for finals,
         # and only for windows long enough to say something worth it (short clipped windows are
         # where Whisper loops and where fallback cost the most).
         fallback = final and req.fallback and req.duration >= opts.fallback_min_seconds
-        max_new = int(opts.max_tokens_base + opts.max_tokens_per_second * req.duration)
-        kwargs: dict[str, Any] = dict(
-            language=language if self.multilingual else "en",
-            task=(req.task or opts.task) if self.multilingual else "transcribe",
+        max_new = min(int(opts.max_tokens_base + opts.max_tokens_per_second * req.duration), MAX_NEW_TOKENS)
+        args: dict[str, Any] = dict(
+            language=language,
+            language_probability=1.0 if lang_prob is None else lang_prob,
+            task=req.task or opts.task,
+            prompt=req.prompt,
+            hotwords=req.hotwords if req.hotwords is not None else opts.hotwords,
             beam_size=req.beam_size,
-            best_of=req.beam_size if fallback else 1,
-            temperature=list(opts.temperatures) if fallback else [0.0],
+            temperatures=opts.temperatures if fallback else (0.0,),
             compression_ratio_threshold=opts.compression_ratio_threshold,
             log_prob_threshold=opts.log_prob_threshold,
             no_speech_threshold=opts.no_speech_threshold,
-            condition_on_previous_text=False,
-            initial_prompt=req.prompt or None,
-            hotwords=req.hotwords if req.hotwords is not None else opts.hotwords,
+            max_new_tokens=max_new,
             word_timestamps=req.word_timestamps,
-            without_timestamps=not req.word_timestamps,
-            vad_filter=False,
-            max_new_tokens=min(max_new, MAX_NEW_TOKENS),
         )
-        self._use_encoded(encoded)
-        segments_iter, info = self.model.transcribe(req.audio, **kwargs)
-        if kwargs["initial_prompt"] and req.duration >= 1.0:
+        out = whisper.decode(self.model, encoded, content_frames, **args)
+        retried = False
+        if req.prompt and req.duration >= 1.0 and not any(seg.text.strip() for seg in out.segments):
             # A prompt sometimes makes Whisper end at once on audio that starts mid-sentence
             # (seen: prompt "Mr. John", audio from "Dashwood had then leisure..."): an empty
-            # decode would lose those words, so decode once more without it.
-            first = list(segments_iter)
-            if not any(seg.text.strip() for seg in first):
-                metrics.DECODE_CUT.labels(req.stream, "empty_with_prompt").inc()
-                self._use_encoded(encoded)
-                segments_iter, info = self.model.transcribe(req.audio, **{**kwargs, "initial_prompt": None})
-            else:
-                segments_iter = iter(first)
-        if language is None:
-            language, lang_prob = info.language, float(info.language_probability)
-        segments: list[HypSegment] = []
+            # decode would lose those words, so decode once more without it (same encoder output).
+            metrics.DECODE_CUT.labels(req.stream, "empty_with_prompt").inc()
+            out = whisper.decode(self.model, encoded, content_frames, **{**args, "prompt": None})
+            retried = True
         off = req.offset
-        tokens = 0
-        for seg in segments_iter:
-            tokens += len(seg.tokens)
-            words = tuple(
-                HypWord(w.word, off + w.start, off + w.end, float(w.probability)) for w in (seg.words or [])
+        segments = tuple(
+            HypSegment(
+                text=seg.text,
+                start=off + seg.start,
+                end=off + seg.end,
+                words=tuple(HypWord(w.word, off + w.start, off + w.end, w.probability) for w in seg.words),
+                avg_logprob=seg.avg_logprob,
+                no_speech_prob=seg.no_speech_prob,
+                compression_ratio=seg.compression_ratio,
             )
-            segments.append(
-                HypSegment(
-                    text=seg.text,
-                    start=off + seg.start,
-                    end=off + seg.end,
-                    words=words,
-                    avg_logprob=float(seg.avg_logprob),
-                    no_speech_prob=float(seg.no_speech_prob),
-                    compression_ratio=float(seg.compression_ratio),
-                )
-            )
+            for seg in out.segments
+        )
         elapsed = time.perf_counter() - t0
-        if tokens >= kwargs["max_new_tokens"] - 1:
+        if out.tokens >= max_new - 1:
             metrics.DECODE_CUT.labels(req.stream, "tokens").inc()
-        if final and req.fallback and not fallback and _would_fall_back(segments, opts):
+        if final and req.fallback and not fallback and _would_fall_back(list(segments), opts):
             metrics.DECODE_CUT.labels(req.stream, "fallback").inc()
         metrics.DECODES.labels(req.stream, req.kind).inc()
         metrics.DECODE_SECONDS.labels(req.kind).observe(elapsed)
@@ -397,8 +328,17 @@ class DecodeEngine:
             kind=req.kind,
             window_start=off,
             window_end=off + req.duration,
-            segments=tuple(segments),
+            segments=segments,
             language=language,
             language_probability=lang_prob,
             decode_seconds=elapsed,
+            trace=DecodeTrace(
+                encoder_seconds=(frames or whisper.N_FRAMES) / FRAMES_PER_SECOND,
+                beam_size=req.beam_size,
+                temperature=out.temperature,
+                tokens=out.tokens,
+                max_tokens=max_new,
+                retried_without_prompt=retried,
+                no_speech_skip=out.skipped,
+            ),
         )

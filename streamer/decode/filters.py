@@ -27,6 +27,7 @@ from functools import cache
 from importlib import resources
 
 from streamer.decode.hypothesis import HypSegment, HypWord, split_words
+from streamer.options import setting
 
 _NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
 
@@ -37,16 +38,17 @@ _TAIL_MAX_FIRST_PROBABILITY = 0.2
 
 @dataclass(frozen=True)
 class FilterOptions:
-    no_speech: bool = True
-    compression: bool = True
-    repetition: bool = True
-    phrases: bool = True
-    outside_speech: bool = True
-    low_confidence: bool = True
-    no_speech_threshold: float = 0.6
-    log_prob_threshold: float = -1.0
-    compression_ratio_threshold: float = 2.4
-    min_word_probability: float = 0.15
+    no_speech: bool = setting("filters.no_speech", True)
+    compression: bool = setting("filters.compression", True)
+    repetition: bool = setting("filters.repetition", True)
+    phrases: bool = setting("filters.phrases", True)
+    outside_speech: bool = setting("filters.outside_speech", True)
+    low_confidence: bool = setting("filters.low_confidence", True)
+    # The decoder's thresholds, which the filters reuse.
+    no_speech_threshold: float = setting("decoder.no_speech_threshold", 0.6)
+    log_prob_threshold: float = setting("decoder.log_prob_threshold", -1.0)
+    compression_ratio_threshold: float = setting("decoder.compression_ratio_threshold", 2.4)
+    min_word_probability: float = setting("filters.min_word_probability", 0.15)
     # A "?" phrase is kept when the decode was at least this sure of its words.
     confident_word_probability: float = 0.75
     # Tolerance for word timestamps at the edges of the speech region (Whisper's are coarse).

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from dataclasses import dataclass, field, replace
 
 # Languages written without spaces between words: a "word" is a character, as in Whisper's own
 # word timestamps for them.
 NO_SPACE_LANGUAGES = frozenset({"zh", "ja", "th", "lo", "my", "km", "yue", "bo"})
+
+
+_PUNCT = re.compile(r"[^\w']+", re.UNICODE)
+
+
+def norm_word(word: str) -> str:
+    """A word for comparison: case, width and punctuation removed ("Hello," == "hello")."""
+    w = unicodedata.normalize("NFKC", word).lower().strip()
+    return _PUNCT.sub("", w)
 
 
 def split_words(text: str, lang: str | None) -> list[str]:
@@ -51,6 +62,19 @@ class HypSegment:
 
 
 @dataclass(frozen=True)
+class DecodeTrace:
+    """How a decode was run (for the decode trace and its summary)."""
+
+    encoder_seconds: float  # encoder context (s of log-mel frames, padding included)
+    beam_size: int
+    temperature: float  # > 0: temperature fallback was used
+    tokens: int
+    max_tokens: int
+    retried_without_prompt: bool = False
+    no_speech_skip: bool = False
+
+
+@dataclass(frozen=True)
 class Hypothesis:
     kind: str  # "partial" | "final"
     window_start: float
@@ -60,6 +84,7 @@ class Hypothesis:
     language_probability: float | None = None
     decode_seconds: float = 0.0
     suppressed: dict[str, int] = field(default_factory=dict)
+    trace: DecodeTrace | None = None
 
     @property
     def text(self) -> str:

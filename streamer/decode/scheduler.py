@@ -9,10 +9,12 @@ time it is about and when it was asked. Rules:
   never starves another; within a stream, the oldest request first.
 - A request the caller cancelled is simply removed (the caller counts why).
 
-Load is measured as the busy fraction of the decoder over a sliding window of wall time, plus how
-long live finals waited in the queue. It maps to a degradation level that streams apply in a fixed
-order: 1 = partial steps thin out, 2 = finals get cheaper (greedy, shorter context, no fallback),
-3 = no step decodes (finals only). Levels fall back with hysteresis once the load is gone.
+Load is measured as how long live finals waited in the queue (and, for recovery, the busy fraction
+of the decoder over a sliding window of wall time). It maps to a degradation level, defined once in
+`LEVELS`, that streams apply in a fixed order: finals get cheaper first (greedy, no fallback), then
+partial steps thin out, and only as a last resort step decodes stop (finals only). A busy decoder
+alone degrades nothing: step decodes already space themselves by the time the last one took.
+Levels fall back with hysteresis once the load is gone.
 """
 
 from __future__ import annotations
@@ -24,6 +26,30 @@ from typing import Generic, TypeVar
 T = TypeVar("T")
 
 TIERS = {"final": 0, "step": 1, "partial": 1}
+
+
+@dataclass(frozen=True)
+class Level:
+    """What a degradation level changes in a stream's requests."""
+
+    number: int
+    name: str
+    full_finals: bool  # finals with beam search and temperature fallback
+    step_factor: float | None  # step interval multiplier; None = no step decodes (finals only)
+
+
+LEVELS: tuple[Level, ...] = (
+    Level(0, "normal", full_finals=True, step_factor=1.0),
+    Level(1, "cheaper finals", full_finals=False, step_factor=1.0),
+    Level(2, "partials thinned", full_finals=False, step_factor=2.0),
+    Level(3, "finals only", full_finals=False, step_factor=None),
+)
+
+
+def level(number: int) -> Level:
+    return LEVELS[min(max(number, 0), len(LEVELS) - 1)]
+
+
 BACKGROUND_TIER = 2
 
 
@@ -128,9 +154,9 @@ class Scheduler(Generic[T]):
         busy = self.busy_fraction(now)
         wait = self.final_wait(now)
         # What the load asks for now; the level rises at once and falls one step at a time.
-        # A busy decoder alone only thins partials; finals get cheaper only once they wait.
+        # Only finals that wait degrade anything (see the module docstring).
         want = 0
-        if busy >= 0.85 or wait >= 0.75:
+        if wait >= 0.75:
             want = 1
         if wait >= 1.5:
             want = 2

@@ -1,11 +1,18 @@
 """What a configuration reload (SIGHUP) can change in a running daemon: a pure plan.
 
 `plan_reload(old, new)` compares two validated Settings and splits the changed keys into those
-applied live and those that need a restart. Live keys are the ones read afresh on each use: the
-access token and client limits (checked per connection, so connected clients stay), the
-decoder's per-utterance options and prompt, the hallucination filters, MQTT partial pacing and
-the log level. The rest (model, source, VAD, listening address, broker, transcript directory)
-is built once at start and reported as needing a restart.
+applied live and those that need a restart. Live keys are:
+
+- every key an option type of the deciding code reads (the segmenter, the captioner, the filters,
+  the decode engine; streamer/options.py): derived from those types, never listed by hand. A
+  reload builds each stream a new immutable snapshot of them and each engine new DecodeOptions,
+  swapped whole between two decisions;
+- the keys the sinks read afresh on each use (the access token and client limits, checked per
+  connection, so connected clients stay; MQTT partial pacing; the log level; the service's
+  watchdog and status settings): `SINK_KEYS`, read on the event loop that applies the reload.
+
+The rest (model, source, listening address, broker, transcript directory) is built once at start
+and reported as needing a restart.
 """
 
 from __future__ import annotations
@@ -15,11 +22,16 @@ from typing import Any
 
 from pydantic import BaseModel
 
-#: Dotted keys (or whole sections, ending in '.') that apply to a running daemon.
-LIVE_KEYS: tuple[str, ...] = (
+from streamer.core import CaptionerOptions, FilterOptions, SegmenterOptions
+from streamer.decode.engine import DecodeOptions
+from streamer.options import keys_of
+
+#: The option types a reload rebuilds (their keys are the live decoding keys).
+OPTION_TYPES: tuple[type, ...] = (CaptionerOptions, SegmenterOptions, FilterOptions, DecodeOptions)
+
+#: Keys (or whole sections, ending in '.') the sinks and the daemon read on each use.
+SINK_KEYS: tuple[str, ...] = (
     "log_level",
-    "decoder.",
-    "filters.",
     "server.token",
     "server.allowed_origins",
     "server.allowed_hosts",
@@ -32,17 +44,10 @@ LIVE_KEYS: tuple[str, ...] = (
     "service.",
 )
 
-#: Decoder keys the decode engine holds (DecodeOptions), besides those the stream reads per request.
-ENGINE_KEYS: frozenset[str] = frozenset(
-    {
-        "decoder.task",
-        "decoder.temperatures",
-        "decoder.no_speech_threshold",
-        "decoder.log_prob_threshold",
-        "decoder.compression_ratio_threshold",
-        "decoder.hotwords",
-    }
-)
+_OPTION_KEYS = keys_of(*OPTION_TYPES)
+
+#: Every key that applies to a running daemon.
+LIVE_KEYS: tuple[str, ...] = tuple(sorted(_OPTION_KEYS)) + SINK_KEYS
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,11 @@ def flatten(settings: BaseModel) -> dict[str, Any]:
 
     walk("", settings.model_dump())
     return out
+
+
+def is_option_key(key: str) -> bool:
+    """A key an option type of the deciding code reads (rebuilt as a snapshot on reload)."""
+    return key in _OPTION_KEYS
 
 
 def is_live(key: str) -> bool:

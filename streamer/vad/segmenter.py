@@ -20,6 +20,8 @@ from collections import deque
 from dataclasses import dataclass
 from enum import Enum
 
+from streamer.options import setting
+
 FRAME_SAMPLES = 512
 SAMPLE_RATE = 16_000
 FRAME_SECONDS = FRAME_SAMPLES / SAMPLE_RATE  # 32 ms
@@ -30,12 +32,12 @@ SPLIT_LOOKBACK = 5.0
 
 @dataclass(frozen=True)
 class SegmenterOptions:
-    threshold: float = 0.5
-    neg_threshold: float | None = None
-    min_speech: float = 0.25
-    end_silence: float = 0.5
-    pad: float = 0.2
-    max_utterance: float = 30.0
+    threshold: float = setting("vad.threshold", 0.5)
+    neg_threshold: float | None = setting("vad.neg_threshold", None)
+    min_speech: float = setting("vad.min_speech", 0.25)
+    end_silence: float = setting("vad.end_silence", 0.5)
+    pad: float = setting("vad.pad", 0.2)
+    max_utterance: float = setting("vad.max_utterance", 30.0)
     frame_seconds: float = FRAME_SECONDS
 
     @property
