@@ -131,16 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not send native CEA-608 captions while streaming",
     )
 
-    bench = sub.add_parser("bench", help="measure latency, accuracy, hallucinations, cost and capacity")
-    try:
-        from streamer.bench.cli import add_arguments as add_bench_arguments
-    except ImportError:  # pragma: no cover - bench extras not installed
-        pass
-    else:
-        add_bench_arguments(bench)
-        from streamer.bench.soak import add_arguments as add_soak_arguments
-
-        add_soak_arguments(bench)
+    # Listed for `streamer --help` only: main() hands everything after `bench` to streamer_bench,
+    # which owns the flags, so the runtime never imports the benchmarks to build its parser.
+    sub.add_parser(
+        "bench", help="measure latency, accuracy, hallucinations, cost and capacity (needs streamer-bench)"
+    )
     return parser
 
 
@@ -173,7 +168,29 @@ def _setup_logging(level: str) -> None:
     logging.getLogger("faster_whisper").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
+def _bench(argv: list[str]) -> int:
+    """`streamer bench ...`: the benchmarks are a separate distribution (streamer-bench, ./bench)."""
+    try:
+        # lazy: streamer_bench is a separate, optional distribution that only this command needs
+        from streamer_bench.cli import main as bench_main
+    except ModuleNotFoundError as e:  # not installed, or one of its dependencies is not
+        missing = e.name or str(e)
+        if missing.split(".")[0] == "streamer_bench":
+            print(
+                "streamer: `streamer bench` needs the streamer-bench package: pip install ./bench "
+                "(the bench/ folder of the streamer source)",
+                file=sys.stderr,
+            )
+        else:
+            print(f"streamer: `streamer bench` needs {missing}: pip install ./bench", file=sys.stderr)
+        return EXIT_FAILURE
+    return bench_main(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:
+        return _bench(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.command:
@@ -184,21 +201,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "devices":
             from streamer.audio.devices import main as handler
 
-            return handler(args)
-        if args.command == "bench" and getattr(args, "soak", False):
-            from streamer.bench.soak import run as handler
-
-            return handler(args)
-        if args.command == "bench":
-            try:
-                from streamer.bench.cli import run as handler
-            except ImportError as e:
-                print(
-                    f"streamer: `streamer bench` needs its extras ({e.name or e} is missing): "
-                    "pip install 'streamer[bench]'",
-                    file=sys.stderr,
-                )
-                return EXIT_FAILURE
             return handler(args)
         settings = settings_from_args(args)
         _setup_logging(settings.log_level)

@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from streamer import metrics as prom
-from streamer.bench import metrics as m
-from streamer.bench.dataset import AudioItem, take_seconds
-from streamer.bench.offline import OfflineModel, OfflineResult, load_audio
-from streamer.bench.reference import interpolated_share, match_share, reference_words, timing_disagreement
 from streamer.config import Settings, load_settings
-from streamer.textnorm import error_rate, uses_cer
+from streamer_bench import metrics as m
+from streamer_bench.dataset import AudioItem, take_seconds
+from streamer_bench.offline import OfflineModel, OfflineResult, load_audio
+from streamer_bench.reference import interpolated_share, match_share, reference_words, timing_disagreement
+from streamer_bench.textnorm import error_rate, uses_cer
 
 # A file whose offline baseline makes more errors than the reference has words is taken to have a
 # reference that does not belong to its audio; it is listed but left out of the corpus figures.
@@ -481,7 +481,7 @@ class Runner:
     def concatenation(
         self, seconds: float, refs: dict[str, list[m.RefWord]]
     ) -> tuple[AudioItem, list[m.RefWord]]:
-        from streamer.bench import concat
+        from streamer_bench import concat
 
         conc = concat.build(
             self.plan.concat_items, seconds, CONCAT_PAUSE, self.out_dir / "cache" / "concat", KO_LONG
@@ -499,8 +499,8 @@ class Runner:
 
     def overload(self, cfg: BenchConfig, refs: dict[str, list[m.RefWord]]) -> dict[str, Any]:
         """The concatenation at 1x with one decode thread while another process burns a core."""
-        from streamer.bench.overload import CpuBurner, GaugeSampler
         from streamer.decode.engine import DecodeEngine
+        from streamer_bench.overload import CpuBurner, GaugeSampler
 
         item, ref = self.concatenation(self.plan.overload_seconds, refs)
         starved = BenchConfig(f"{cfg.name} (overload)", cfg.model, {**cfg.overrides, "model.cpu_threads": 1})
@@ -601,7 +601,7 @@ class Runner:
     def offline_accuracy(self, model: str) -> dict[str, OfflineResult]:
         """The offline baseline per file, cached under the output directory: it does not change
         while the pipeline is being tuned, and repeated core checks should not pay for it again."""
-        from streamer.bench.offline import cached_transcribe
+        from streamer_bench.offline import cached_transcribe
 
         om = self.offline_model(model)
         out = {}
@@ -673,7 +673,7 @@ class Runner:
     ) -> dict[str, Any] | None:
         """One real daemon at 1x on the first latency file: startup, first caption, RSS, CPU.
         A configuration's overrides reach it as STREAMER_* environment variables."""
-        from streamer.bench.capacity import daemon_command, run_daemons, settings_env
+        from streamer_bench.capacity import daemon_command, run_daemons, settings_env
 
         if not self.plan.latency:
             return None
@@ -782,7 +782,7 @@ class Runner:
             for model, o in offline.items()
         }
         if self.do_capacity and self.plan.capacity_file is not None:
-            from streamer.bench.capacity import capacity
+            from streamer_bench.capacity import capacity
 
             item = self.plan.capacity_file
             self.results["capacity"] = capacity(

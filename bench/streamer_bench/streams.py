@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from streamer.bench.capacity import CAPACITY_P90_LIMIT, daemon_command, run_daemons, settings_env
-from streamer.bench.metrics import RefWord, summarize, word_latencies
+from streamer_bench.capacity import CAPACITY_P90_LIMIT, daemon_command, run_daemons, settings_env
+from streamer_bench.metrics import RefWord, summarize, word_latencies
 
 SAMPLE_RATE = 16000
 MODES = ("one daemon", "one daemon, batched", "separate daemons")
@@ -193,7 +193,7 @@ def many_streams(
 
 def markdown(res: dict[str, Any]) -> list[str]:
     """The many-streams table for the bench report."""
-    from streamer.bench.report import _f, _table
+    from streamer_bench.report import _f, _table
 
     lines = [
         "",

@@ -1,4 +1,8 @@
-"""`streamer bench`: flags and the command itself (streamer/cli.py calls these)."""
+"""`streamer bench`: flags and the command itself.
+
+The runtime CLI (streamer/cli.py) hands every argument after `bench` to `main` here, so the
+benchmarks and their dependencies load only for that command.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +15,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from streamer.bench.dataset import NONSPEECH_SET, SPEECH_SETS, AudioItem, default_audio_dir, load_all
-from streamer.bench.runner import MODES, BenchConfig, Runner, make_plan, parse_config, parse_overrides
-from streamer.config import load_settings
+from streamer.config import ConfigError, load_settings
+from streamer.errors import UserError
+from streamer_bench import soak
+from streamer_bench.dataset import NONSPEECH_SET, SPEECH_SETS, AudioItem, default_audio_dir, load_all
+from streamer_bench.runner import MODES, BenchConfig, Runner, make_plan, parse_config, parse_overrides
 
 # Named sets of configurations for --configs.
 PRESETS: dict[str, list[str]] = {
@@ -186,7 +192,7 @@ def _reference_model(args: argparse.Namespace, configs: list[BenchConfig]) -> st
 
 def _fanout() -> dict[str, Any] | None:
     try:
-        from streamer.sinks.fanout_bench import run_fanout_bench
+        from streamer_bench.fanout import run_fanout_bench
     except ImportError:
         return None
     result: Any = run_fanout_bench(clients=200)
@@ -205,9 +211,9 @@ def _many_streams(args: argparse.Namespace, sets: dict[str, list[AudioItem]]) ->
     import os
 
     from streamer.audio.decode import load_audio
-    from streamer.bench.offline import OfflineModel
-    from streamer.bench.reference import reference_words
-    from streamer.bench.streams import many_streams, markdown
+    from streamer_bench.offline import OfflineModel
+    from streamer_bench.reference import reference_words
+    from streamer_bench.streams import many_streams, markdown
 
     try:
         levels = sorted({int(x) for x in args.many_streams.split(",") if x.strip()})
@@ -259,7 +265,7 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
-    from streamer.bench.report import (
+    from streamer_bench.report import (
         append_history,
         compare_rows,
         last_history,
@@ -369,3 +375,25 @@ def run(args: argparse.Namespace) -> int:
             print("\n".join(changes))
     print(f"\nreport: {paths['markdown']}  figures: {paths['json']}  plots: {out}/*.png")
     return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="streamer bench")
+    add_arguments(parser)
+    soak.add_arguments(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`streamer bench ARGS`: exit status 2 for bad flags or settings, 1 for a user-facing failure."""
+    args = build_parser().parse_args(argv)
+    try:
+        return soak.run(args) if args.soak else run(args)
+    except ConfigError as e:
+        print(f"streamer: {e}", file=sys.stderr)
+        return 2
+    except UserError as e:
+        print(f"streamer: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

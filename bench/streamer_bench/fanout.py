@@ -348,7 +348,7 @@ def format_result(result: dict[str, Any]) -> str:
 def main(argv: Iterable[str] | None = None) -> int:
     import argparse
 
-    p = argparse.ArgumentParser(prog="python -m streamer.sinks.fanout_bench")
+    p = argparse.ArgumentParser(prog="python -m streamer_bench.fanout")
     p.add_argument("--clients", type=int, default=200)
     p.add_argument("--finals", type=int, default=60)
     p.add_argument("--partials", type=int, default=240)

@@ -667,7 +667,7 @@ def markdown(results: dict[str, Any]) -> str:
         "## Accuracy (fast replay; finals vs reference; offline = `WhisperModel.transcribe`, "
         "same model, beam 5)",
         "",
-        "Both texts are normalised by streamer/textnorm.py (Whisper's English normaliser for English, "
+        "Both texts are normalised by streamer_bench/textnorm.py (Whisper's English normaliser for English, "
         "its basic normaliser otherwise); CER for Korean and Chinese. Rates are corpus rates (total "
         "errors / total reference words). Files whose offline error rate exceeds 100% are taken to have "
         "a reference that does not match the audio and are left out (listed). Tail insertions: words "
@@ -777,7 +777,7 @@ def markdown(results: dict[str, Any]) -> str:
             [[k, _f(v["load_seconds"]), _f(v["cpu_per_audio_second"], 3)] for k, v in offline.items()],
         )
     if results.get("many_streams"):
-        from streamer.bench.streams import markdown as many_streams_markdown
+        from streamer_bench.streams import markdown as many_streams_markdown
 
         lines += many_streams_markdown(results["many_streams"])
     cap = results.get("capacity")

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from streamer.bench.dataset import AudioItem
 from streamer.config import Settings
+from streamer_bench.dataset import AudioItem
 
 
 @dataclass

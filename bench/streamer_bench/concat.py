@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from streamer.bench.dataset import AudioItem
-from streamer.bench.metrics import RefWord
+from streamer_bench.dataset import AudioItem
+from streamer_bench.metrics import RefWord
 
 SAMPLE_RATE = 16000
 

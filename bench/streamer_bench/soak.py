@@ -222,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
     except ImportError:
         print("streamer bench --soak: needs psutil (pip install 'streamer[bench]')", file=sys.stderr)
         return 2
-    from streamer.bench.dataset import default_audio_dir
+    from streamer_bench.dataset import default_audio_dir
 
     clip = args.soak_clip or (args.audio or default_audio_dir()) / DEFAULT_CLIP
     if not clip.is_file():
