@@ -10,12 +10,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Callable
-from typing import Any
 
-from streamer import __version__
-from streamer.config import ConfigError, Settings, load_settings
+from streamer import __version__, daemon, models, transcribe
+from streamer.audio import devices
+from streamer.config import ConfigError, settings_from_args
 from streamer.errors import UserError
+from streamer.obs import bridge
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
@@ -139,25 +139,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    skip = {
-        "command",
-        "config",
-        "paths",
-        "format",
-        "output",
-        "no_progress",
-        "jsonl",
-        "models_command",
-        "no_filters",
-    }
-    return {k: v for k, v in vars(args).items() if "." in k or k in {"stream", "log_level"} if k not in skip}
-
-
-def settings_from_args(args: argparse.Namespace) -> Settings:
-    return load_settings(getattr(args, "config", None), _overrides(args))
-
-
 def _setup_logging(level: str) -> None:
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO),
@@ -197,29 +178,18 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     try:
-        handler: Callable[[argparse.Namespace], int]
         if args.command == "devices":
-            from streamer.audio.devices import main as handler
-
-            return handler(args)
+            return devices.main(args)
         settings = settings_from_args(args)
         _setup_logging(settings.log_level)
         if args.command == "models":
-            from streamer.models import cli_main
-
-            return cli_main(settings)
+            return models.cli_main(settings)
         if args.command == "transcribe":
-            from streamer.transcribe import main as transcribe_main
-
-            return transcribe_main(settings, args)
+            return transcribe.main(settings, args)
         if args.command == "run":
-            from streamer.daemon import main as daemon_main
-
-            return daemon_main(settings, args)
+            return daemon.main(settings, args)
         if args.command == "obs":
-            from streamer.obs.bridge import main as obs_main
-
-            return obs_main(settings)
+            return bridge.main(settings)
     except ConfigError as e:
         print(f"streamer: {e}", file=sys.stderr)
         return EXIT_USAGE

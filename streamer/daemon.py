@@ -27,20 +27,24 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from streamer import __version__
+from streamer.audio import open_source
 from streamer.bus import Bus, BusEvent
-from streamer.config import ConfigError, Settings
+from streamer.config import ConfigError, Settings, settings_from_args, stream_settings
 from streamer.decode.engine import DecodeEngine, DecodeOptions
 from streamer.errors import SourceError, UserError
 from streamer.events import Final
 from streamer.pipeline import Stream
 from streamer.service.notify import Notifier, watchdog_interval
 from streamer.service.probes import DecodeMonitor, LoopHeartbeat, install_test_hang
+from streamer.service.reload import ENGINE_KEYS, plan_reload
 from streamer.service.watchdog import StreamProbe, stalls, status_line
 from streamer.sinks.console import ConsoleSink
+from streamer.sinks.context import SinkContext
+from streamer.sinks.server import resolve_token
+from streamer.sinks.start import Sinks, start_sinks
 
 if TYPE_CHECKING:
     from streamer.audio.source import Source
-    from streamer.sinks import Sinks
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +54,6 @@ _POLL = 0.1
 
 
 def main(settings: Settings, args: argparse.Namespace) -> int:
-    from streamer.audio import open_source
-    from streamer.config import stream_settings
-
     per_stream = stream_settings(settings)
     sources: list[Source] = []
     try:
@@ -114,8 +115,6 @@ def _mic_is_default(settings: Settings) -> bool:
 
 def open_source_or_demo(settings: Settings) -> Source:
     """The configured source; with the default microphone unusable, the demo instead (one line)."""
-    from streamer.audio import open_source
-
     try:
         return open_source(settings.source.spec, settings)
     except SourceError as e:
@@ -233,8 +232,6 @@ async def _serve(
 
 
 async def _start_sinks(settings: Settings, bus: Bus, streams: list[Stream], engine: DecodeEngine) -> Sinks:
-    from streamer.sinks import SinkContext, start_sinks
-
     try:
         return await start_sinks(
             SinkContext(
@@ -351,14 +348,10 @@ def _reload(d: _Daemon) -> None:
 
 
 def _load_new_settings(args: argparse.Namespace) -> Settings:
-    from streamer.cli import settings_from_args
-
     return settings_from_args(args)
 
 
 async def _reload_config(d: _Daemon) -> None:
-    from streamer.service.reload import plan_reload
-
     d.notifier.reloading()
     try:
         try:
@@ -397,9 +390,6 @@ def _own_keys(sc: Any) -> frozenset[str]:
 
 def _apply_live(d: _Daemon, new: Settings, live: dict[str, Any]) -> None:
     """Write the live keys into the running Settings, which the stream and the sinks read on use."""
-
-    from streamer.service.reload import ENGINE_KEYS
-
     # Each stream reads its own Settings (the daemon's own one with a single stream); a key the
     # stream's [[streams]] entry sets stays as the entry says.
     targets: list[tuple[Settings, frozenset[str]]] = [(d.settings, frozenset())]
@@ -427,7 +417,5 @@ def _apply_live(d: _Daemon, new: Settings, live: dict[str, Any]) -> None:
             engine.options = DecodeOptions.from_settings(s.settings)
     server = d.sinks.server if d.sinks is not None else None
     if server is not None and "server.token" in live:
-        from streamer.sinks.server import resolve_token
-
         # Checked on each new connection and request; connected clients stay connected.
         server.token = resolve_token(d.settings.server.token)
