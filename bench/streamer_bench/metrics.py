@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Literal, Protocol
 
+from rapidfuzz.distance import Levenshtein
+
 from streamer_bench.textnorm import normalize, uses_cer
 
 OpKind = Literal["equal", "substitute", "delete", "insert"]
@@ -292,8 +294,6 @@ def global_matches(ref: Sequence[str], hyp: Sequence[str]) -> tuple[list[tuple[i
     Uses rapidfuzz (C++) rather than `align`: a 10-minute Korean stream is thousands of characters
     each way, too many for the pure-Python table; tie-breaking does not matter for whole texts.
     """
-    from rapidfuzz.distance import Levenshtein
-
     pairs: list[tuple[int, int]] = []
     last_aligned = -1
     for op in Levenshtein.opcodes(list(ref), list(hyp)):
