@@ -418,7 +418,8 @@ def write_plots(results: dict[str, Any], out_dir: Path) -> list[Path]:
 # --------------------------------------------------------------------------- text
 
 
-def markdown(results: dict[str, Any]) -> str:
+def _header(results: dict[str, Any]) -> list[str]:
+    """Title, command, run, machine and versions, and the targets table."""
     meta = results.get("meta", {})
     mach = meta.get("machine", {})
     lines = [
@@ -450,8 +451,12 @@ def markdown(results: dict[str, Any]) -> str:
             for t in results.get("targets", [])
         ],
     )
-    configs = results.get("configs", [])
-    lines += [
+    return lines
+
+
+def _latency(configs: list[dict[str, Any]]) -> list[str]:
+    """Latency per configuration and set, then per file (folded)."""
+    lines: list[str] = [
         "",
         "## Latency (1x replay, audio clock, per reference word)",
         "",
@@ -532,7 +537,11 @@ def markdown(results: dict[str, Any]) -> str:
                 ],
             )
             lines += ["", "</details>"]
+    return lines
 
+
+def _lag(configs: list[dict[str, Any]]) -> list[str]:
+    """Does the delay grow over one long input? (only where a set measured it)"""
     lag_rows = []
     for c in configs:
         for _, short, sec in sections(c):
@@ -550,97 +559,112 @@ def markdown(results: dict[str, Any]) -> str:
                         ],
                     ]
                 )
-    if lag_rows:
-        lines += [
-            "",
-            "## Lag over time (does the delay grow?)",
-            "",
-            "Delay of each utterance's last final after its end of speech, median over the utterances "
-            "that ended in the first and in the last 2 minutes of one long input (thirds of a shorter "
-            "one). Bounded means growth ≤ 1 s.",
-            "",
-        ]
-        lines += table(
-            ["config", "set", "input", "first median s", "last median s", "growth s", "bounded"], lag_rows
-        )
+    if not lag_rows:
+        return []
+    lines = [
+        "",
+        "## Lag over time (does the delay grow?)",
+        "",
+        "Delay of each utterance's last final after its end of speech, median over the utterances "
+        "that ended in the first and in the last 2 minutes of one long input (thirds of a shorter "
+        "one). Bounded means growth ≤ 1 s.",
+        "",
+    ]
+    lines += table(
+        ["config", "set", "input", "first median s", "last median s", "growth s", "bounded"], lag_rows
+    )
+    return lines
 
+
+def _overload(configs: list[dict[str, Any]]) -> list[str]:
+    """The overload mode: latency and degradation with decoding starved of CPU."""
     over = [(c, c["overload"]) for c in configs if c.get("overload")]
-    if over:
-        lines += [
-            "",
-            "## Overload (decoding starved on purpose)",
-            "",
-            "The Korean concatenation at 1x with `model.cpu_threads=1` while a busy-loop process burns "
-            "one core. Degradation as the daemon reports it: the `streamer_degraded_level` gauge "
-            "(sampled every 0.25 s: max, mean, share of the time above 0), the scheduler's counters "
-            "(cancelled / discarded decodes, skipped partials, cut decodes; – where this pipeline has "
-            "none) and the stream's status events other than running.",
-            "",
-        ]
-        rows = []
-        for c, ov in over:
-            deg = ov["cost"].get("degradation", {})
-            lvl = ov.get("degraded_level", {})
-            ol: dict[str, Any] = next(iter((ov.get("lag") or {}).values()), {})
-            rows.append(
-                [
-                    c["name"],
-                    fmt(ov["cost"]["audio_seconds"], 0),
-                    f"{fmt(ol.get('first_median'))} → {fmt(ol.get('last_median'))}",
-                    fmt(_get(ov, "overall", "end_of_speech", "p90")),
-                    fmt(_get(ov, "overall", "final", "p90")),
-                    f"{fmt(lvl.get('max'))} / {fmt(lvl.get('mean'))} / {pct(lvl.get('degraded_share'))}",
-                    " / ".join(
-                        fmt(deg.get(k), 0)
-                        for k in (
-                            "streamer_decodes_cancelled_total",
-                            "streamer_decodes_discarded_total",
-                            "streamer_partials_skipped_total",
-                            "streamer_decode_cut_total",
-                        )
-                    ),
-                    fmt(ov["cost"].get("dropped_seconds")),
-                    str(len(ov.get("statuses", []))),
-                ]
-            )
-        lines += table(
+    if not over:
+        return []
+    lines = [
+        "",
+        "## Overload (decoding starved on purpose)",
+        "",
+        "The Korean concatenation at 1x with `model.cpu_threads=1` while a busy-loop process burns "
+        "one core. Degradation as the daemon reports it: the `streamer_degraded_level` gauge "
+        "(sampled every 0.25 s: max, mean, share of the time above 0), the scheduler's counters "
+        "(cancelled / discarded decodes, skipped partials, cut decodes; – where this pipeline has "
+        "none) and the stream's status events other than running.",
+        "",
+    ]
+    rows = []
+    for c, ov in over:
+        deg = ov["cost"].get("degradation", {})
+        lvl = ov.get("degraded_level", {})
+        ol: dict[str, Any] = next(iter((ov.get("lag") or {}).values()), {})
+        rows.append(
             [
-                "config",
-                "audio s",
-                "last-final delay first → last (median s)",
-                "EOS → last final p90",
-                "final p90",
-                "degraded level max / mean / share",
-                "cancelled / discarded / partials skipped / cut",
-                "dropped s",
-                "status events",
-            ],
-            rows,
+                c["name"],
+                fmt(ov["cost"]["audio_seconds"], 0),
+                f"{fmt(ol.get('first_median'))} → {fmt(ol.get('last_median'))}",
+                fmt(_get(ov, "overall", "end_of_speech", "p90")),
+                fmt(_get(ov, "overall", "final", "p90")),
+                f"{fmt(lvl.get('max'))} / {fmt(lvl.get('mean'))} / {pct(lvl.get('degraded_share'))}",
+                " / ".join(
+                    fmt(deg.get(k), 0)
+                    for k in (
+                        "streamer_decodes_cancelled_total",
+                        "streamer_decodes_discarded_total",
+                        "streamer_partials_skipped_total",
+                        "streamer_decode_cut_total",
+                    )
+                ),
+                fmt(ov["cost"].get("dropped_seconds")),
+                str(len(ov.get("statuses", []))),
+            ]
         )
+    lines += table(
+        [
+            "config",
+            "audio s",
+            "last-final delay first → last (median s)",
+            "EOS → last final p90",
+            "final p90",
+            "degraded level max / mean / share",
+            "cancelled / discarded / partials skipped / cut",
+            "dropped s",
+            "status events",
+        ],
+        rows,
+    )
+    return lines
 
+
+def _curve(results: dict[str, Any]) -> list[str]:
+    """Latency against accuracy, one point per configuration (curve.png)."""
     points = curve_points(results)
-    if points:
-        lines += [
-            "",
-            "## Latency against accuracy (one point per configuration; curve.png)",
-            "",
-        ]
-        lines += table(
-            ["config", "set", "final med s", "final p90 s", "error rate of finals", "ratio to offline"],
+    if not points:
+        return []
+    lines = [
+        "",
+        "## Latency against accuracy (one point per configuration; curve.png)",
+        "",
+    ]
+    lines += table(
+        ["config", "set", "final med s", "final p90 s", "error rate of finals", "ratio to offline"],
+        [
             [
-                [
-                    p["config"],
-                    p["set"],
-                    fmt(p["final_median"]),
-                    fmt(p["final_p90"]),
-                    pct(p["error_rate"]),
-                    fmt(p["ratio"], 3),
-                ]
-                for p in points
-            ],
-        )
+                p["config"],
+                p["set"],
+                fmt(p["final_median"]),
+                fmt(p["final_p90"]),
+                pct(p["error_rate"]),
+                fmt(p["ratio"], 3),
+            ]
+            for p in points
+        ],
+    )
+    return lines
 
-    lines += [
+
+def _accuracy(configs: list[dict[str, Any]]) -> list[str]:
+    """Streaming against offline error rates per accuracy set."""
+    lines: list[str] = [
         "",
         "## Accuracy (fast replay; finals vs reference; offline = `WhisperModel.transcribe`, "
         "same model, beam 5)",
@@ -672,6 +696,11 @@ def markdown(results: dict[str, Any]) -> str:
         ["config", "set", "metric", "files", "streaming", "offline", "ratio", "tail insertions", "excluded"],
         rows,
     )
+    return lines
+
+
+def _hallucinations(results: dict[str, Any], configs: list[dict[str, Any]]) -> list[str]:
+    """Words in finals on non-speech files, with and without the filters."""
     rows = []
     for c in configs:
         h = c.get("hallucinations")
@@ -687,10 +716,16 @@ def markdown(results: dict[str, Any]) -> str:
                 fmt(h["with_filters"]["seconds"], 0),
             ]
         )
-    if rows:
-        lines += ["", "## Hallucinations (non-speech files: words in finals; offline = its whole output)", ""]
-        lines += table(["config", "with filters", "without filters", "offline", "audio s"], rows)
-    lines += ["", "## Cost", ""]
+    if not rows:
+        return []
+    lines = ["", "## Hallucinations (non-speech files: words in finals; offline = its whole output)", ""]
+    lines += table(["config", "with filters", "without filters", "offline", "audio s"], rows)
+    return lines
+
+
+def _cost(results: dict[str, Any], configs: list[dict[str, Any]]) -> list[str]:
+    """CPU, decode real-time factor, model load, the daemon's memory and start-up; offline models."""
+    lines: list[str] = ["", "## Cost", ""]
     rows = []
     for c in configs:
         secs = sections(c)
@@ -755,66 +790,83 @@ def markdown(results: dict[str, Any]) -> str:
             ["offline model", "load s", "CPU s / audio s"],
             [[k, fmt(v["load_seconds"]), fmt(v["cpu_per_audio_second"], 3)] for k, v in offline.items()],
         )
-    if results.get("many_streams"):
-        lines += many_streams_markdown(results["many_streams"])
-    cap = results.get("capacity")
-    if cap:
-        lines += [
-            "",
-            f"## Capacity ({cap['model']}, independent daemons at 1x on {Path(cap['file']).name}, "
-            f"{fmt(cap['file_seconds'], 1)} s)",
-            "",
-            f"Largest number of concurrent streams with final p90 ≤ {cap['p90_limit']} s and no audio "
-            f"dropped: **{cap['max_streams']}**; with final-after-end-of-speech p90 ≤ {cap['p90_limit']} s "
-            f"instead: **{cap.get('max_streams_end_of_speech')}**",
-            "",
-        ]
-        lines += table(
+    return lines
+
+
+def _capacity(cap: dict[str, Any] | None) -> list[str]:
+    """Concurrent independent daemons: how many keep up."""
+    if not cap:
+        return []
+    lines = [
+        "",
+        f"## Capacity ({cap['model']}, independent daemons at 1x on {Path(cap['file']).name}, "
+        f"{fmt(cap['file_seconds'], 1)} s)",
+        "",
+        f"Largest number of concurrent streams with final p90 ≤ {cap['p90_limit']} s and no audio "
+        f"dropped: **{cap['max_streams']}**; with final-after-end-of-speech p90 ≤ {cap['p90_limit']} s "
+        f"instead: **{cap.get('max_streams_end_of_speech')}**",
+        "",
+    ]
+    lines += table(
+        [
+            "streams",
+            "final p90 s",
+            "end-of-speech p90 s",
+            "dropped s",
+            "failed processes",
+            "ok",
+            "keeps up",
+        ],
+        [
             [
-                "streams",
-                "final p90 s",
-                "end-of-speech p90 s",
-                "dropped s",
-                "failed processes",
-                "ok",
-                "keeps up",
-            ],
-            [
-                [
-                    str(lv["streams"]),
-                    fmt(lv["final_p90"]),
-                    fmt(lv.get("end_of_speech_p90")),
-                    fmt(lv["dropped_seconds"]),
-                    str(lv["failed_processes"]),
-                    fmt(lv["ok"]),
-                    fmt(lv.get("keeps_up")),
-                ]
-                for lv in cap["levels"]
-            ],
-        )
-    fan = results.get("fanout")
-    if fan:
-        lines += ["", "## WebSocket fan-out", "", "```", json.dumps(_clean(fan), indent=2), "```"]
-    ref = results.get("reference", {})
-    if ref:
-        lines += [
-            "",
-            "## Word timing reference",
-            "",
-            f"Offline faster-whisper `{ref.get('model')}` with word timestamps; the reference transcript "
-            "is aligned to its words by minimal edit distance after normalisation; words it missed are "
-            "spread evenly between timed neighbours "
-            f"({pct(ref.get('interpolated_share'))} of {ref.get('words')} words). Files whose reference "
-            "mostly disagrees with the timing pass (under half the words matched) are left out of latency: "
-            f"{', '.join(ref.get('excluded_mismatched') or []) or 'none'}.",
-        ]
-        dis = ref.get("end_time_disagreement")
-        if dis:
-            lines += [
-                f"Method error estimate: timing the same words with `{ref.get('disagreement_model')}` "
-                f"instead moves word end times by median {fmt(dis['median'])} s, p90 {fmt(dis['p90'])} s."
+                str(lv["streams"]),
+                fmt(lv["final_p90"]),
+                fmt(lv.get("end_of_speech_p90")),
+                fmt(lv["dropped_seconds"]),
+                str(lv["failed_processes"]),
+                fmt(lv["ok"]),
+                fmt(lv.get("keeps_up")),
             ]
-    lines += [
+            for lv in cap["levels"]
+        ],
+    )
+    return lines
+
+
+def _fanout(fan: dict[str, Any] | None) -> list[str]:
+    """The WebSocket fan-out figures as JSON."""
+    if not fan:
+        return []
+    return ["", "## WebSocket fan-out", "", "```", json.dumps(_clean(fan), indent=2), "```"]
+
+
+def _reference(ref: dict[str, Any]) -> list[str]:
+    """How the reference words were timed, and the method's error estimate."""
+    if not ref:
+        return []
+    lines = [
+        "",
+        "## Word timing reference",
+        "",
+        f"Offline faster-whisper `{ref.get('model')}` with word timestamps; the reference transcript "
+        "is aligned to its words by minimal edit distance after normalisation; words it missed are "
+        "spread evenly between timed neighbours "
+        f"({pct(ref.get('interpolated_share'))} of {ref.get('words')} words). Files whose reference "
+        "mostly disagrees with the timing pass (under half the words matched) are left out of latency: "
+        f"{', '.join(ref.get('excluded_mismatched') or []) or 'none'}.",
+    ]
+    dis = ref.get("end_time_disagreement")
+    if dis:
+        lines += [
+            f"Method error estimate: timing the same words with `{ref.get('disagreement_model')}` "
+            f"instead moves word end times by median {fmt(dis['median'])} s, p90 {fmt(dis['p90'])} s."
+        ]
+    return lines
+
+
+def _plots() -> list[str]:
+    """Links to the figures write_plots draws."""
+    return [
         "",
         "## Plots",
         "",
@@ -825,6 +877,25 @@ def markdown(results: dict[str, Any]) -> str:
         "![curve](curve.png)",
         "",
     ]
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """report.md: one section after the other; a section without figures is left out or says so."""
+    configs = results.get("configs", [])
+    lines = _header(results)
+    lines += _latency(configs)
+    lines += _lag(configs)
+    lines += _overload(configs)
+    lines += _curve(results)
+    lines += _accuracy(configs)
+    lines += _hallucinations(results, configs)
+    lines += _cost(results, configs)
+    if results.get("many_streams"):
+        lines += many_streams_markdown(results["many_streams"])
+    lines += _capacity(results.get("capacity"))
+    lines += _fanout(results.get("fanout"))
+    lines += _reference(results.get("reference", {}))
+    lines += _plots()
     return "\n".join(lines)
 
 
