@@ -2,16 +2,17 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# Reinstall only when the dependency list changes.
+# Reinstall only when a dependency list changes. The venv holds the runtime with its test tools and
+# the benchmarks, a separate distribution (bench/, see bench/README.md), both editable.
 STAMP := $(VENV)/.installed
 
 .PHONY: venv run test lint clean-venv install-service
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml bench/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test]' -e ./bench
 	touch $@
 
 run: venv
@@ -21,7 +22,7 @@ test: venv
 	$(BIN)/python -m pytest -q
 
 lint: venv
-	$(BIN)/ruff check streamer tests
+	$(BIN)/ruff check streamer tests bench
 	$(BIN)/mypy
 
 clean-venv:

@@ -10,12 +10,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Callable
-from typing import Any
 
-from streamer import __version__
-from streamer.config import ConfigError, Settings, load_settings
+from streamer import __version__, daemon, models, transcribe
+from streamer.audio import devices
+from streamer.config import ConfigError, settings_from_args
 from streamer.errors import UserError
+from streamer.obs import bridge
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
@@ -131,36 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not send native CEA-608 captions while streaming",
     )
 
-    bench = sub.add_parser("bench", help="measure latency, accuracy, hallucinations, cost and capacity")
-    try:
-        from streamer.bench.cli import add_arguments as add_bench_arguments
-    except ImportError:  # pragma: no cover - bench extras not installed
-        pass
-    else:
-        add_bench_arguments(bench)
-        from streamer.bench.soak import add_arguments as add_soak_arguments
-
-        add_soak_arguments(bench)
+    # Listed for `streamer --help` only: main() hands everything after `bench` to streamer_bench,
+    # which owns the flags, so the runtime never imports the benchmarks to build its parser.
+    sub.add_parser(
+        "bench", help="measure latency, accuracy, hallucinations, cost and capacity (needs streamer-bench)"
+    )
     return parser
-
-
-def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    skip = {
-        "command",
-        "config",
-        "paths",
-        "format",
-        "output",
-        "no_progress",
-        "jsonl",
-        "models_command",
-        "no_filters",
-    }
-    return {k: v for k, v in vars(args).items() if "." in k or k in {"stream", "log_level"} if k not in skip}
-
-
-def settings_from_args(args: argparse.Namespace) -> Settings:
-    return load_settings(getattr(args, "config", None), _overrides(args))
 
 
 def _setup_logging(level: str) -> None:
@@ -173,51 +149,47 @@ def _setup_logging(level: str) -> None:
     logging.getLogger("faster_whisper").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
+def _bench(argv: list[str]) -> int:
+    """`streamer bench ...`: the benchmarks are a separate distribution (streamer-bench, ./bench)."""
+    try:
+        # lazy: streamer_bench is a separate, optional distribution that only this command needs
+        from streamer_bench.cli import main as bench_main
+    except ModuleNotFoundError as e:  # not installed, or one of its dependencies is not
+        missing = e.name or str(e)
+        if missing.split(".")[0] == "streamer_bench":
+            print(
+                "streamer: `streamer bench` needs the streamer-bench package: pip install ./bench "
+                "(the bench/ folder of the streamer source)",
+                file=sys.stderr,
+            )
+        else:
+            print(f"streamer: `streamer bench` needs {missing}: pip install ./bench", file=sys.stderr)
+        return EXIT_FAILURE
+    return bench_main(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:
+        return _bench(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.command:
         parser.print_help()
         return EXIT_USAGE
     try:
-        handler: Callable[[argparse.Namespace], int]
         if args.command == "devices":
-            from streamer.audio.devices import main as handler
-
-            return handler(args)
-        if args.command == "bench" and getattr(args, "soak", False):
-            from streamer.bench.soak import run as handler
-
-            return handler(args)
-        if args.command == "bench":
-            try:
-                from streamer.bench.cli import run as handler
-            except ImportError as e:
-                print(
-                    f"streamer: `streamer bench` needs its extras ({e.name or e} is missing): "
-                    "pip install 'streamer[bench]'",
-                    file=sys.stderr,
-                )
-                return EXIT_FAILURE
-            return handler(args)
+            return devices.main(args)
         settings = settings_from_args(args)
         _setup_logging(settings.log_level)
         if args.command == "models":
-            from streamer.models import cli_main
-
-            return cli_main(settings)
+            return models.cli_main(settings)
         if args.command == "transcribe":
-            from streamer.transcribe import main as transcribe_main
-
-            return transcribe_main(settings, args)
+            return transcribe.main(settings, args)
         if args.command == "run":
-            from streamer.daemon import main as daemon_main
-
-            return daemon_main(settings, args)
+            return daemon.main(settings, args)
         if args.command == "obs":
-            from streamer.obs.bridge import main as obs_main
-
-            return obs_main(settings)
+            return bridge.main(settings)
     except ConfigError as e:
         print(f"streamer: {e}", file=sys.stderr)
         return EXIT_USAGE

@@ -7,6 +7,7 @@ A wrong value raises ConfigError naming the key, the value and the expected form
 
 from __future__ import annotations
 
+import argparse
 import contextvars
 import json
 import os
@@ -596,6 +597,26 @@ def load_settings(config_file: str | Path | None = None, overrides: dict[str, An
         _TOML_DATA.reset(token)
         if saved is not None:
             os.environ["STREAMER_CONFIG"] = saved
+
+
+# Arguments of a command line that are the command's own, not settings (streamer/cli.py).
+_COMMAND_ARGS = frozenset(
+    {"command", "config", "paths", "format", "output", "no_progress", "jsonl", "models_command", "no_filters"}
+)
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """The settings of a parsed command line: its flags (dest = a dotted key) over env, file, defaults.
+
+    The daemon calls it again with the same flags on SIGHUP; it lives here, not in streamer/cli.py,
+    so that the daemon need not import the CLI (which imports the daemon).
+    """
+    overrides = {
+        k: v
+        for k, v in vars(args).items()
+        if ("." in k or k in {"stream", "log_level"}) and k not in _COMMAND_ARGS
+    }
+    return load_settings(getattr(args, "config", None), overrides)
 
 
 def stream_settings(settings: Settings) -> list[Settings]:

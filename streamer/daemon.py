@@ -27,8 +27,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from streamer import __version__
+from streamer.audio import open_source
 from streamer.bus import Bus, BusEvent
-from streamer.config import ConfigError, Settings, stream_settings
+from streamer.config import ConfigError, Settings, settings_from_args, stream_settings
 from streamer.decode.engine import DecodeEngine, DecodeOptions
 from streamer.errors import SourceError, UserError
 from streamer.events import Final
@@ -38,10 +39,12 @@ from streamer.service.probes import DecodeMonitor, LoopHeartbeat, install_test_h
 from streamer.service.reload import is_option_key, plan_reload
 from streamer.service.watchdog import StreamProbe, stalls, status_line
 from streamer.sinks.console import ConsoleSink
+from streamer.sinks.context import SinkContext
+from streamer.sinks.server import resolve_token
+from streamer.sinks.start import Sinks, start_sinks
 
 if TYPE_CHECKING:
     from streamer.audio.source import Source
-    from streamer.sinks import Sinks
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +54,6 @@ _POLL = 0.1
 
 
 def main(settings: Settings, args: argparse.Namespace) -> int:
-    from streamer.audio import open_source
-    from streamer.config import stream_settings
-
     per_stream = stream_settings(settings)
     sources: list[Source] = []
     try:
@@ -115,8 +115,6 @@ def _mic_is_default(settings: Settings) -> bool:
 
 def open_source_or_demo(settings: Settings) -> Source:
     """The configured source; with the default microphone unusable, the demo instead (one line)."""
-    from streamer.audio import open_source
-
     try:
         return open_source(settings.source.spec, settings)
     except SourceError as e:
@@ -234,8 +232,6 @@ async def _serve(
 
 
 async def _start_sinks(settings: Settings, bus: Bus, streams: list[Stream], engine: DecodeEngine) -> Sinks:
-    from streamer.sinks import SinkContext, start_sinks
-
     try:
         return await start_sinks(
             SinkContext(
@@ -352,8 +348,6 @@ def _reload(d: _Daemon) -> None:
 
 
 def _load_new_settings(args: argparse.Namespace) -> Settings:
-    from streamer.cli import settings_from_args
-
     return settings_from_args(args)
 
 
@@ -405,7 +399,5 @@ def _apply_live(d: _Daemon, new: Settings, live: dict[str, Any]) -> None:
                 engine.options = DecodeOptions.from_settings(cfg)
     server = d.sinks.server if d.sinks is not None else None
     if server is not None and "server.token" in live:
-        from streamer.sinks.server import resolve_token
-
         # Checked on each new connection and request; connected clients stay connected.
         server.token = resolve_token(d.settings.server.token)

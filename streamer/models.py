@@ -29,6 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import ctranslate2
+from faster_whisper.utils import available_models, download_model
+
 from streamer.errors import ModelNotFoundError
 
 if sys.version_info >= (3, 11):
@@ -54,13 +57,6 @@ MANIFEST = next(
 )
 MARKER = ".verified.json"
 _COPY_BLOCK = 1 << 20
-
-#: faster-whisper's download names, used when faster_whisper cannot be imported to ask it.
-_HUB_FALLBACK = (
-    "tiny.en", "tiny", "base.en", "base", "small.en", "small", "medium.en", "medium", "large-v1",
-    "large-v2", "large-v3", "large", "distil-large-v2", "distil-medium.en", "distil-small.en",
-    "distil-large-v3", "distil-large-v3.5", "large-v3-turbo", "turbo",
-)  # fmt: skip
 
 Origin = Literal["path", "package", "hub"]
 
@@ -162,10 +158,7 @@ def load_manifest(path: Path | None = None) -> dict[str, ModelEntry]:
 
 
 def hub_names() -> tuple[str, ...]:
-    try:
-        from faster_whisper.utils import available_models
-    except ImportError:  # pragma: no cover - faster-whisper is a hard dependency
-        return _HUB_FALLBACK
+    """faster-whisper's download names (tiny.en ... large-v3-turbo)."""
     return tuple(available_models())
 
 
@@ -304,8 +297,6 @@ def _package_model_dir(entry: ModelEntry) -> Path:
 
 def _hub_cached(size: str) -> Path | None:
     try:
-        from faster_whisper.utils import download_model
-
         return Path(download_model(size, local_files_only=True))
     except Exception:
         return None
@@ -315,8 +306,6 @@ def _from_hub(size: str, name: str) -> ResolvedModel:
     cached = _hub_cached(size)
     if cached is not None:
         return ResolvedModel(name, cached, "hub")
-    from faster_whisper.utils import download_model
-
     log.info("downloading model '%s' from the Hugging Face hub", size)
     try:
         return ResolvedModel(name, Path(download_model(size)), "hub")
@@ -491,8 +480,6 @@ def resolve_device(device: str) -> str:
     if device != "auto":
         return device
     try:
-        import ctranslate2
-
         return "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
     except Exception:  # no CUDA runtime at all
         return "cpu"

@@ -10,6 +10,10 @@ import argparse
 import sys
 from pathlib import Path
 
+import av
+from tqdm import tqdm
+
+from streamer.audio.decode import probe
 from streamer.config import Settings
 from streamer.decode.engine import DecodeEngine
 from streamer.decode.filters import FilterOptions
@@ -24,9 +28,6 @@ def _progress(path: Path, show: bool):  # type: ignore[no-untyped-def]
     if not show:
         return None
     try:
-        import av
-        from tqdm import tqdm
-
         with av.open(str(path)) as c:
             duration = float(c.duration or 0) / 1_000_000
     except Exception:
@@ -66,8 +67,6 @@ def main(settings: Settings, args: argparse.Namespace) -> int:
         if not p.is_file():
             raise UserError(f"cannot read audio from '{p}': no such file")
     # Fail on a bad file before the model takes seconds to load.
-    from streamer.audio.decode import probe
-
     for p in paths:
         probe(p)
     engine = DecodeEngine.from_settings(settings)

@@ -17,8 +17,9 @@ from typing import Any, TypeVar
 
 from streamer.bus import Bus, BusEvent
 from streamer.config import Settings
-from streamer.sinks import SinkContext, Sinks, start_sinks
-from streamer.sinks.fanout_bench import StuckClient
+from streamer.sinks.context import SinkContext
+from streamer.sinks.start import Sinks, start_sinks
+from streamer_bench.fanout import StuckClient
 
 T = TypeVar("T")
 

@@ -347,7 +347,8 @@ def test_token_and_unusable_state_dir(tmp_path: Path) -> None:
 
     from streamer.bus import Bus
     from streamer.decode.engine import DecodeEngine
-    from streamer.sinks import SinkContext, start_sinks
+    from streamer.sinks.context import SinkContext
+    from streamer.sinks.start import start_sinks
 
     from .sink_harness import settings
 

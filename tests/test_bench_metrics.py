@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamer.bench import metrics as m
 from streamer.events import Final, Partial
-from streamer.textnorm import error_rate
+from streamer_bench import metrics as m
+from streamer_bench.textnorm import error_rate
 
 
 def partial(text: str, utt: int, emitted_at: float, start: float = 0.0, rev: int = 0) -> Partial:
@@ -230,7 +230,7 @@ def test_ratio_and_word_counts() -> None:
 
 
 def test_parse_config() -> None:
-    from streamer.bench.runner import parse_config
+    from streamer_bench.runner import parse_config
 
     c = parse_config("tiny.en,step=0.3,agreement=off,beam=1")
     assert c.model == "tiny.en"
@@ -244,7 +244,7 @@ def test_parse_config() -> None:
 
 
 def test_summarize_accuracy_excludes_mismatched_references_and_splits_metrics() -> None:
-    from streamer.bench.runner import summarize_accuracy
+    from streamer_bench.runner import summarize_accuracy
 
     rows = [
         {
@@ -298,7 +298,7 @@ def test_summarize_accuracy_excludes_mismatched_references_and_splits_metrics() 
 
 
 def test_evaluate_targets() -> None:
-    from streamer.bench.report import evaluate_targets
+    from streamer_bench.report import evaluate_targets
 
     summary = {"median": 0.9, "p90": 1.7, "p99": 2.0}
     cfg = {

@@ -10,11 +10,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from streamer.bench import concat
-from streamer.bench import metrics as m
-from streamer.bench.dataset import AudioItem
-from streamer.bench.report import curve_points, evaluate_targets, markdown, summary_rows, terminal_summary
-from streamer.bench.runner import BenchConfig, Plan, Runner, make_plan, parse_overrides
+from streamer_bench import concat
+from streamer_bench import metrics as m
+from streamer_bench.dataset import AudioItem
+from streamer_bench.report import curve_points, evaluate_targets, markdown, summary_rows, terminal_summary
+from streamer_bench.runner import BenchConfig, Plan, Runner, make_plan, parse_overrides
 
 
 def _item(set_name: str, stem: str, seconds: float, lang: str = "en", path: Path | None = None) -> AudioItem:
@@ -229,7 +229,7 @@ def test_core_with_multilingual_candidates_only_measures_english_too() -> None:
 
 
 def test_history_lines_accumulate(tmp_path: Path) -> None:
-    from streamer.bench.report import append_history
+    from streamer_bench.report import append_history
 
     cfg = {"name": "base", "model": "base", "overrides": {}, "latency_ko": _section(2.0)}
     results: dict[str, Any] = {
@@ -243,7 +243,7 @@ def test_history_lines_accumulate(tmp_path: Path) -> None:
 
 
 def test_compare_with_the_previous_run(tmp_path: Path) -> None:
-    from streamer.bench.report import append_history, compare_rows, last_history, summary_rows
+    from streamer_bench.report import append_history, compare_rows, last_history, summary_rows
 
     assert last_history(tmp_path / "none.jsonl") is None
     cfg = {"name": "base", "model": "base", "overrides": {}, "latency_ko": _section(3.0)}
@@ -264,8 +264,8 @@ def test_summary_reads_plan_without_latency_sets() -> None:
 
 
 def test_settings_env_reaches_the_daemon_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    from streamer.bench.capacity import settings_env
     from streamer.config import load_settings
+    from streamer_bench.capacity import settings_env
 
     env = settings_env({"decoder.beam_size": 2, "model.cpu_threads": 1, "filters.phrases": False})
     assert env == {

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import tomllib
 
-from streamer.bench.metrics import RefWord
-from streamer.bench.streams import cut_points, slice_reference, streams_config, verdict
 from streamer.config import Settings, stream_settings
+from streamer_bench.metrics import RefWord
+from streamer_bench.streams import cut_points, slice_reference, streams_config, verdict
 
 
 def _ref() -> list[RefWord]:

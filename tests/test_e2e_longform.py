@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from streamer.textnorm import error_rate
+from streamer_bench.textnorm import error_rate
 
 from .e2e_util import streamer
 

@@ -1,7 +1,7 @@
 """`streamer transcribe` with the real tiny.en and base models on recorded speech.
 
 Word error rate of the streaming pipeline against plain offline faster-whisper with the same model
-on the same files, in the same run, after the same normalisation (streamer.textnorm).
+on the same files, in the same run, after the same normalisation (streamer_bench.textnorm).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import jiwer
 import pytest
 
-from streamer.textnorm import normalize, uses_cer
+from streamer_bench.textnorm import normalize, uses_cer
 
 from .e2e_util import offline_text, streamer, transcribe_texts
 

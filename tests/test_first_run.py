@@ -1,5 +1,5 @@
 """A newcomer's first `streamer run` on a machine with no usable microphone, and `streamer bench`
-without its extras.
+without the streamer-bench distribution.
 
 - No PortAudio: the real sounddevice import runs with the dynamic loader finding no libportaudio
   (ctypes.util.find_library answers None for it, which is what happens where the library is not
@@ -33,9 +33,16 @@ from streamer.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 
-NO_EXTRAS = """
+NO_BENCH = """
 import sys
-sys.modules["jiwer"] = None  # as if `pip install streamer` without [bench]: import jiwer fails
+sys.modules["streamer_bench"] = None  # as if `pip install streamer` alone: import streamer_bench fails
+from streamer.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+NO_JIWER = """
+import sys
+sys.modules["jiwer"] = None  # streamer-bench installed without its dependencies (pip install --no-deps)
 from streamer.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -146,15 +153,27 @@ def test_an_explicit_microphone_never_falls_back(tmp_path: Path) -> None:
     ]
 
 
-def test_bench_without_its_extras_names_the_extra_in_one_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        (
+            NO_BENCH,
+            "streamer: `streamer bench` needs the streamer-bench package: pip install ./bench "
+            "(the bench/ folder of the streamer source)",
+        ),
+        (NO_JIWER, "streamer: `streamer bench` needs jiwer: pip install ./bench"),
+    ],
+    ids=["no-streamer-bench", "no-jiwer"],
+)
+def test_bench_without_the_bench_package_says_how_to_install_it_in_one_line(
+    tmp_path: Path, code: str, message: str
+) -> None:
     res = subprocess.run(
-        [sys.executable, "-c", NO_EXTRAS, "bench"],
+        [sys.executable, "-c", code, "bench", "--quick"],
         env=_env(tmp_path),
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert res.returncode == 1
-    assert res.stderr.strip().splitlines() == [
-        "streamer: `streamer bench` needs its extras (jiwer is missing): pip install 'streamer[bench]'"
-    ]
+    assert res.stderr.strip().splitlines() == [message]

@@ -16,7 +16,7 @@ import websockets
 
 from streamer.audio.decode import load_audio
 from streamer.audio.ingest import IngestPacer
-from streamer.textnorm import normalize
+from streamer_bench.textnorm import normalize
 
 from .rtp_util import Daemon
 

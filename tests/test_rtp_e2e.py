@@ -21,7 +21,7 @@ from typing import Any
 import jiwer
 import pytest
 
-from streamer.textnorm import normalize
+from streamer_bench.textnorm import normalize
 
 from .e2e_util import streamer
 from .rtp_util import Daemon, Relay, ffmpeg_send, free_udp_port, write_sdp

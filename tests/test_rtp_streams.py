@@ -14,7 +14,7 @@ import jiwer
 import pytest
 
 from streamer.config import ConfigError, load_settings, stream_settings
-from streamer.textnorm import normalize
+from streamer_bench.textnorm import normalize
 
 from .rtp_util import Daemon, ffmpeg_send, free_udp_port
 

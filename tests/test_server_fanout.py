@@ -1,13 +1,13 @@
 """200 real WebSocket clients follow one stream while one more never reads.
 
-Correctness only (timings are reported by `streamer bench` / fanout_bench, not asserted): every
+Correctness only (timings are reported by `streamer bench` / streamer_bench.fanout, not asserted): every
 reading client gets every final in order, bus.publish never waits for a client, and the stuck
 client is closed with 4008.
 """
 
 from __future__ import annotations
 
-from streamer.sinks.fanout_bench import run_fanout_bench
+from streamer_bench.fanout import run_fanout_bench
 
 
 def test_200_clients_one_stuck() -> None:

@@ -18,7 +18,7 @@ import pytest
 
 from streamer.bus import Bus, BusEvent
 from streamer.events import Final, Partial, Word
-from streamer.sinks import Sinks
+from streamer.sinks.start import Sinks
 
 from .sink_harness import settings, start
 

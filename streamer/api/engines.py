@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from streamer.api.openai_compat import DEFAULT_MODEL_ALIASES, ApiError, TranscribeOptions
 from streamer.config import Settings
 from streamer.decode.engine import DecodeEngine
-from streamer.errors import UserError
+from streamer.errors import ModelNotFoundError, UserError
+from streamer.models import describe_models, resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +59,6 @@ class EnginePool:
 
     def available(self) -> list[str]:
         """Model names a request may use: the daemon's own, then installed ones."""
-        from streamer.models import describe_models
-
         names = [self.default.model_name]
         # describe_models looks without joining or downloading anything.
         names += [r.name for r in describe_models(self.settings) if r.present and r.name not in names]
@@ -136,8 +135,6 @@ class EnginePool:
                 return
 
     def _load(self, name: str, task: str, temps: tuple[float, ...]) -> DecodeEngine:
-        from streamer.models import ModelNotFoundError, resolve_model
-
         try:
             resolve_model(name, self.settings.model.cache_dir, allow_download=False)
         except ModelNotFoundError as e:

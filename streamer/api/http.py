@@ -47,14 +47,15 @@ from streamer.api.openai_compat import (
     sse,
 )
 from streamer.api.runner import Cancelled, FileRun, audio_duration
+from streamer.audio.decode import probe
 from streamer.errors import SourceError
 from streamer.events import Final, Partial
 from streamer.sinks import formats
+from streamer.sinks.server import CaptionServer, RequestError
 
 if TYPE_CHECKING:
     from streamer.config import Settings
     from streamer.decode.engine import DecodeEngine
-    from streamer.sinks.server import CaptionServer
 
 log = logging.getLogger(__name__)
 
@@ -159,8 +160,6 @@ class FileApi:
     def _guard(self, handler: Handler) -> Handler:
         async def wrapped(request: web.Request) -> web.StreamResponse:
             try:
-                from streamer.sinks.server import RequestError
-
                 try:
                     self.server.require_token(request)
                 except RequestError:
@@ -253,8 +252,6 @@ class FileApi:
     async def _probe(self, up: _Upload) -> float:
         """Seconds of audio in the upload; ApiError 400 naming the problem if it is not audio."""
         assert up.path is not None
-        from streamer.audio.decode import probe
-
         try:
             await asyncio.to_thread(probe, up.path)
             return await asyncio.to_thread(audio_duration, up.path)

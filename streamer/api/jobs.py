@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from streamer.events import Final
+from streamer.events import Final, parse_event
 
 log = logging.getLogger(__name__)
 
@@ -163,8 +163,6 @@ class JobStore:
             self.input_path(job).unlink()
 
     def load_result(self, job: Job) -> list[Final]:
-        from streamer.events import parse_event
-
         out: list[Final] = []
         for line in self.result_path(job).read_text(encoding="utf-8").splitlines():
             if line.strip():

@@ -12,11 +12,15 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import av
+
 from streamer.api.openai_compat import TranscribeOptions
+from streamer.audio.file import FileSource
 from streamer.config import Settings
 from streamer.decode.engine import DecodeEngine
 from streamer.errors import SourceError
 from streamer.events import Final, Partial, Status
+from streamer.pipeline import Stream
 
 
 class Cancelled(Exception):
@@ -25,8 +29,6 @@ class Cancelled(Exception):
 
 def audio_duration(path: Path) -> float:
     """Seconds of audio the container declares (0 if it does not say)."""
-    import av
-
     with av.open(str(path)) as c:
         if c.duration:
             return float(c.duration) / 1_000_000
@@ -74,9 +76,6 @@ class FileRun:
 
     def run(self) -> list[Final]:
         """Blocking: the file's finals in order. Raises Cancelled, or SourceError for bad audio."""
-        from streamer.audio.file import FileSource
-        from streamer.pipeline import Stream
-
         finals: list[Final] = []
 
         def collect(ev: Partial | Final | Status) -> None:

@@ -7,8 +7,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from streamer.audio.demo import DemoSource
+from streamer.audio.file import FileSource
+from streamer.audio.ingest import IngestSource
+from streamer.audio.mic import MicSource
 from streamer.audio.ring import SAMPLE_RATE, RingBuffer
+from streamer.audio.rtpsource import RtpSource, RtpSpecError, parse_rtp_spec
 from streamer.audio.source import Source, SourceError
+from streamer.audio.stdin import StdinSource
 from streamer.config import ConfigError
 
 if TYPE_CHECKING:
@@ -53,8 +59,6 @@ def _parse_spec(spec: str) -> SourceSpec:
     kind, sep, arg = spec.partition(":")
     kind = kind.strip().lower()
     if kind in ("rtp", "sdp"):
-        from streamer.audio.rtpsource import RtpSpecError, parse_rtp_spec
-
         try:
             return SourceSpec("rtp", rtp=parse_rtp_spec(spec.strip()))
         except RtpSpecError as e:
@@ -88,26 +92,14 @@ def open_source(spec: str, settings: Settings, stream: str | None = None, key: s
     """Build the source for `spec`; file, device and port problems raise SourceError right away."""
     parsed = parse_spec(spec, key)
     if parsed.kind == "rtp":
-        from streamer.audio.rtpsource import RtpSource
-
         return RtpSource(parsed.rtp, stream=stream or settings.stream)
     if parsed.kind == "file":
-        from streamer.audio.file import FileSource
-
         assert parsed.path is not None
         return FileSource(parsed.path, realtime=settings.source.realtime)
     if parsed.kind == "stdin":
-        from streamer.audio.stdin import StdinSource
-
         return StdinSource(parsed.rate)
     if parsed.kind == "ingest":
-        from streamer.audio.ingest import IngestSource
-
         return IngestSource()
     if parsed.kind == "demo":
-        from streamer.audio.demo import DemoSource
-
         return DemoSource()
-    from streamer.audio.mic import MicSource
-
     return MicSource(parsed.device)

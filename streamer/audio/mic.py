@@ -33,6 +33,8 @@ STALL_SECONDS = 3.0
 
 def import_sounddevice() -> ModuleType:
     try:
+        # lazy: importing sounddevice loads PortAudio, which may be missing (OSError) and is needed
+        # only when a microphone is opened or listed
         import sounddevice
     except OSError:
         raise SourceError(

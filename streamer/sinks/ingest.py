@@ -27,7 +27,7 @@ from streamer.audio.ingest import IngestBusy, IngestPacer, IngestSource
 from streamer.sinks.access import token_ok
 
 if TYPE_CHECKING:
-    from streamer.sinks import SinkContext
+    from streamer.sinks.context import SinkContext
     from streamer.sinks.server import CaptionServer
 
 log = logging.getLogger(__name__)

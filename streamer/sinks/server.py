@@ -59,7 +59,7 @@ SESSION_ID = os.urandom(8).hex()
 
 if TYPE_CHECKING:
     from streamer.bus import BusEvent
-    from streamer.sinks import SinkContext
+    from streamer.sinks.context import SinkContext
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from streamer.bench.dataset import AudioItem
-from streamer.bench.metrics import RefWord
+from streamer.audio.decode import load_audio
+from streamer_bench.dataset import AudioItem
+from streamer_bench.metrics import RefWord
 
 SAMPLE_RATE = 16000
 
@@ -84,8 +85,6 @@ def build(
 
 def _write(parts: Sequence[AudioItem], pause: float, path: Path) -> list[float]:
     """Join the decoded files with `pause` s of silence after each; offsets from the real lengths."""
-    from streamer.audio.decode import load_audio
-
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     gap = np.zeros(round(pause * SAMPLE_RATE), dtype=np.int16).tobytes()

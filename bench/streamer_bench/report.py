@@ -9,9 +9,18 @@ import json
 import math
 import os
 import platform
+import subprocess
 from collections.abc import Callable
+from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+import psutil
+
+import streamer
+from streamer import __version__
+from streamer_bench.streams import markdown as many_streams_markdown
+from streamer_bench.tables import fmt, pct, table
 
 # (label, model, path into a configuration / result, comparison, limit, unit)
 Target = tuple[str, str, Callable[[dict[str, Any], dict[str, Any]], Any], str, float, str]
@@ -214,10 +223,6 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _commit() -> str | None:
     """The git commit of the streamer code being measured, "+dirty" if it has local changes."""
-    import subprocess
-
-    import streamer
-
     root = Path(streamer.__file__).resolve().parent.parent
     try:
         head = subprocess.run(
@@ -249,16 +254,12 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     versions: dict[str, str] = {}
-    from importlib import metadata
-
     for pkg in ("streamer", "faster-whisper", "ctranslate2", "onnxruntime", "numpy", "av"):
         try:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             versions[pkg] = "not installed"
     if versions["streamer"] == "not installed":
-        from streamer import __version__
-
         versions["streamer"] = __version__
     info: dict[str, Any] = {
         "commit": _commit(),
@@ -269,11 +270,9 @@ def machine() -> dict[str, Any]:
         "versions": versions,
     }
     try:
-        import psutil
-
         info["memory_gb"] = round(psutil.virtual_memory().total / 2**30, 1)
         info["load_average"] = [round(x, 2) for x in os.getloadavg()]
-    except (ImportError, OSError):
+    except OSError:
         pass
     return info
 
@@ -326,6 +325,7 @@ def curve_points(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def write_plots(results: dict[str, Any], out_dir: Path) -> list[Path]:
+    # lazy: matplotlib takes ~0.5 s to load and only plots need it; Agg (no display) before pyplot
     import matplotlib
 
     matplotlib.use("Agg")
@@ -418,29 +418,8 @@ def write_plots(results: dict[str, Any], out_dir: Path) -> list[Path]:
 # --------------------------------------------------------------------------- text
 
 
-def _f(v: Any, digits: int = 2, unit: str = "") -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if isinstance(v, int):
-        return f"{v}{unit}"
-    if isinstance(v, float):
-        return f"{v:.{digits}f}{unit}"
-    return str(v)
-
-
-def _pct(v: Any) -> str:
-    return "–" if v is None else f"{100 * v:.1f}%"
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    out += ["| " + " | ".join(r) + " |" for r in rows]
-    return out
-
-
-def markdown(results: dict[str, Any]) -> str:
+def _header(results: dict[str, Any]) -> list[str]:
+    """Title, command, run, machine and versions, and the targets table."""
     meta = results.get("meta", {})
     mach = meta.get("machine", {})
     lines = [
@@ -448,7 +427,7 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         f"Command: `{meta.get('command', '')}`  ",
         f"Run: {meta.get('started', '')} – {meta.get('finished', '')} "
-        f"({_f(meta.get('wall_seconds'), 0)} s)  ",
+        f"({fmt(meta.get('wall_seconds'), 0)} s)  ",
         f"Machine: {mach.get('cpu', '?')}, {mach.get('cores', '?')} cores, {mach.get('memory_gb', '?')} GB, "
         f"{mach.get('platform', '')}, Python {mach.get('python', '')}, load average at start "
         f"{mach.get('load_average', '?')}  ",
@@ -459,21 +438,25 @@ def markdown(results: dict[str, Any]) -> str:
         "## Targets",
         "",
     ]
-    lines += _table(
+    lines += table(
         ["model", "target", "limit", "measured", "met"],
         [
             [
                 t["model"],
                 t["target"],
                 f"{t['op']} {t['limit']} {t['unit']}",
-                _f(t["value"]),
+                fmt(t["value"]),
                 {True: "yes", False: "**no**", None: "not measured"}[t["ok"]],
             ]
             for t in results.get("targets", [])
         ],
     )
-    configs = results.get("configs", [])
-    lines += [
+    return lines
+
+
+def _latency(configs: list[dict[str, Any]]) -> list[str]:
+    """Latency per configuration and set, then per file (folded)."""
+    lines: list[str] = [
         "",
         "## Latency (1x replay, audio clock, per reference word)",
         "",
@@ -498,17 +481,17 @@ def markdown(results: dict[str, Any]) -> str:
                 [
                     c["name"],
                     short,
-                    _f(sec["cost"]["audio_seconds"], 0),
-                    "/".join(_f(o["first"][k]) for k in ("median", "p90", "p99")),
-                    "/".join(_f(o["final"][k]) for k in ("median", "p90", "p99")),
-                    f"{_f(o['end_of_speech']['median'])}/{_f(o['end_of_speech']['p90'])}",
-                    f"{_f(o.get('revisions'))} / {_f(o.get('revisions_normalized'))}",
-                    f"{_pct(o.get('tail_flicker'))} / {_pct(o.get('tail_flicker_normalized'))}",
-                    _f(o.get("tail_insertions")),
+                    fmt(sec["cost"]["audio_seconds"], 0),
+                    "/".join(fmt(o["first"][k]) for k in ("median", "p90", "p99")),
+                    "/".join(fmt(o["final"][k]) for k in ("median", "p90", "p99")),
+                    f"{fmt(o['end_of_speech']['median'])}/{fmt(o['end_of_speech']['p90'])}",
+                    f"{fmt(o.get('revisions'))} / {fmt(o.get('revisions_normalized'))}",
+                    f"{pct(o.get('tail_flicker'))} / {pct(o.get('tail_flicker_normalized'))}",
+                    fmt(o.get("tail_insertions")),
                     f"{o['missed_final']}/{o['words']}",
                 ]
             )
-    lines += _table(
+    lines += table(
         [
             "config",
             "set",
@@ -526,7 +509,7 @@ def markdown(results: dict[str, Any]) -> str:
     for c in configs:
         for _, short, sec in sections(c):
             lines += ["", f"<details><summary>{c['name']} [{short}]: per file</summary>", ""]
-            lines += _table(
+            lines += table(
                 [
                     "file",
                     "s",
@@ -541,12 +524,12 @@ def markdown(results: dict[str, Any]) -> str:
                 [
                     [
                         name,
-                        _f(f["seconds"], 1),
-                        "/".join(_f(f["first"][k]) for k in ("median", "p90", "p99")),
-                        "/".join(_f(f["final"][k]) for k in ("median", "p90", "p99")),
-                        _f(_get(f, "end_of_speech", "p90")),
-                        _f(f.get("revisions")),
-                        _pct(f.get("tail_flicker")),
+                        fmt(f["seconds"], 1),
+                        "/".join(fmt(f["first"][k]) for k in ("median", "p90", "p99")),
+                        "/".join(fmt(f["final"][k]) for k in ("median", "p90", "p99")),
+                        fmt(_get(f, "end_of_speech", "p90")),
+                        fmt(f.get("revisions")),
+                        pct(f.get("tail_flicker")),
                         f"{f.get('finals')}/{f.get('utterances')}",
                         f"{f['missed_final']}/{f['words']}",
                     ]
@@ -554,7 +537,11 @@ def markdown(results: dict[str, Any]) -> str:
                 ],
             )
             lines += ["", "</details>"]
+    return lines
 
+
+def _lag(configs: list[dict[str, Any]]) -> list[str]:
+    """Does the delay grow over one long input? (only where a set measured it)"""
     lag_rows = []
     for c in configs:
         for _, short, sec in sections(c):
@@ -564,110 +551,125 @@ def markdown(results: dict[str, Any]) -> str:
                         c["name"],
                         short,
                         name.split("/")[-1],
-                        f"{_f(lag['first_median'])} (n={lag['first_n']})",
-                        f"{_f(lag['last_median'])} (n={lag['last_n']})",
-                        _f(lag["growth"]),
+                        f"{fmt(lag['first_median'])} (n={lag['first_n']})",
+                        f"{fmt(lag['last_median'])} (n={lag['last_n']})",
+                        fmt(lag["growth"]),
                         {True: "yes", False: "**no**", None: "–"}[
                             None if lag["growth"] is None else lag["growth"] <= 1.0
                         ],
                     ]
                 )
-    if lag_rows:
-        lines += [
-            "",
-            "## Lag over time (does the delay grow?)",
-            "",
-            "Delay of each utterance's last final after its end of speech, median over the utterances "
-            "that ended in the first and in the last 2 minutes of one long input (thirds of a shorter "
-            "one). Bounded means growth ≤ 1 s.",
-            "",
-        ]
-        lines += _table(
-            ["config", "set", "input", "first median s", "last median s", "growth s", "bounded"], lag_rows
-        )
+    if not lag_rows:
+        return []
+    lines = [
+        "",
+        "## Lag over time (does the delay grow?)",
+        "",
+        "Delay of each utterance's last final after its end of speech, median over the utterances "
+        "that ended in the first and in the last 2 minutes of one long input (thirds of a shorter "
+        "one). Bounded means growth ≤ 1 s.",
+        "",
+    ]
+    lines += table(
+        ["config", "set", "input", "first median s", "last median s", "growth s", "bounded"], lag_rows
+    )
+    return lines
 
+
+def _overload(configs: list[dict[str, Any]]) -> list[str]:
+    """The overload mode: latency and degradation with decoding starved of CPU."""
     over = [(c, c["overload"]) for c in configs if c.get("overload")]
-    if over:
-        lines += [
-            "",
-            "## Overload (decoding starved on purpose)",
-            "",
-            "The Korean concatenation at 1x with `model.cpu_threads=1` while a busy-loop process burns "
-            "one core. Degradation as the daemon reports it: the `streamer_degraded_level` gauge "
-            "(sampled every 0.25 s: max, mean, share of the time above 0), the scheduler's counters "
-            "(cancelled / discarded decodes, skipped partials, cut decodes; – where this pipeline has "
-            "none) and the stream's status events other than running.",
-            "",
-        ]
-        rows = []
-        for c, ov in over:
-            deg = ov["cost"].get("degradation", {})
-            lvl = ov.get("degraded_level", {})
-            ol: dict[str, Any] = next(iter((ov.get("lag") or {}).values()), {})
-            rows.append(
-                [
-                    c["name"],
-                    _f(ov["cost"]["audio_seconds"], 0),
-                    f"{_f(ol.get('first_median'))} → {_f(ol.get('last_median'))}",
-                    _f(_get(ov, "overall", "end_of_speech", "p90")),
-                    _f(_get(ov, "overall", "final", "p90")),
-                    f"{_f(lvl.get('max'))} / {_f(lvl.get('mean'))} / {_pct(lvl.get('degraded_share'))}",
-                    " / ".join(
-                        _f(deg.get(k), 0)
-                        for k in (
-                            "streamer_decodes_cancelled_total",
-                            "streamer_decodes_discarded_total",
-                            "streamer_partials_skipped_total",
-                            "streamer_decode_cut_total",
-                        )
-                    ),
-                    _f(ov["cost"].get("dropped_seconds")),
-                    str(len(ov.get("statuses", []))),
-                ]
-            )
-        lines += _table(
+    if not over:
+        return []
+    lines = [
+        "",
+        "## Overload (decoding starved on purpose)",
+        "",
+        "The Korean concatenation at 1x with `model.cpu_threads=1` while a busy-loop process burns "
+        "one core. Degradation as the daemon reports it: the `streamer_degraded_level` gauge "
+        "(sampled every 0.25 s: max, mean, share of the time above 0), the scheduler's counters "
+        "(cancelled / discarded decodes, skipped partials, cut decodes; – where this pipeline has "
+        "none) and the stream's status events other than running.",
+        "",
+    ]
+    rows = []
+    for c, ov in over:
+        deg = ov["cost"].get("degradation", {})
+        lvl = ov.get("degraded_level", {})
+        ol: dict[str, Any] = next(iter((ov.get("lag") or {}).values()), {})
+        rows.append(
             [
-                "config",
-                "audio s",
-                "last-final delay first → last (median s)",
-                "EOS → last final p90",
-                "final p90",
-                "degraded level max / mean / share",
-                "cancelled / discarded / partials skipped / cut",
-                "dropped s",
-                "status events",
-            ],
-            rows,
+                c["name"],
+                fmt(ov["cost"]["audio_seconds"], 0),
+                f"{fmt(ol.get('first_median'))} → {fmt(ol.get('last_median'))}",
+                fmt(_get(ov, "overall", "end_of_speech", "p90")),
+                fmt(_get(ov, "overall", "final", "p90")),
+                f"{fmt(lvl.get('max'))} / {fmt(lvl.get('mean'))} / {pct(lvl.get('degraded_share'))}",
+                " / ".join(
+                    fmt(deg.get(k), 0)
+                    for k in (
+                        "streamer_decodes_cancelled_total",
+                        "streamer_decodes_discarded_total",
+                        "streamer_partials_skipped_total",
+                        "streamer_decode_cut_total",
+                    )
+                ),
+                fmt(ov["cost"].get("dropped_seconds")),
+                str(len(ov.get("statuses", []))),
+            ]
         )
+    lines += table(
+        [
+            "config",
+            "audio s",
+            "last-final delay first → last (median s)",
+            "EOS → last final p90",
+            "final p90",
+            "degraded level max / mean / share",
+            "cancelled / discarded / partials skipped / cut",
+            "dropped s",
+            "status events",
+        ],
+        rows,
+    )
+    return lines
 
+
+def _curve(results: dict[str, Any]) -> list[str]:
+    """Latency against accuracy, one point per configuration (curve.png)."""
     points = curve_points(results)
-    if points:
-        lines += [
-            "",
-            "## Latency against accuracy (one point per configuration; curve.png)",
-            "",
-        ]
-        lines += _table(
-            ["config", "set", "final med s", "final p90 s", "error rate of finals", "ratio to offline"],
+    if not points:
+        return []
+    lines = [
+        "",
+        "## Latency against accuracy (one point per configuration; curve.png)",
+        "",
+    ]
+    lines += table(
+        ["config", "set", "final med s", "final p90 s", "error rate of finals", "ratio to offline"],
+        [
             [
-                [
-                    p["config"],
-                    p["set"],
-                    _f(p["final_median"]),
-                    _f(p["final_p90"]),
-                    _pct(p["error_rate"]),
-                    _f(p["ratio"], 3),
-                ]
-                for p in points
-            ],
-        )
+                p["config"],
+                p["set"],
+                fmt(p["final_median"]),
+                fmt(p["final_p90"]),
+                pct(p["error_rate"]),
+                fmt(p["ratio"], 3),
+            ]
+            for p in points
+        ],
+    )
+    return lines
 
-    lines += [
+
+def _accuracy(configs: list[dict[str, Any]]) -> list[str]:
+    """Streaming against offline error rates per accuracy set."""
+    lines: list[str] = [
         "",
         "## Accuracy (fast replay; finals vs reference; offline = `WhisperModel.transcribe`, "
         "same model, beam 5)",
         "",
-        "Both texts are normalised by streamer/textnorm.py (Whisper's English normaliser for English, "
+        "Both texts are normalised by streamer_bench/textnorm.py (Whisper's English normaliser for English, "
         "its basic normaliser otherwise); CER for Korean and Chinese. Rates are corpus rates (total "
         "errors / total reference words). Files whose offline error rate exceeds 100% are taken to have "
         "a reference that does not match the audio and are left out (listed). Tail insertions: words "
@@ -683,17 +685,22 @@ def markdown(results: dict[str, Any]) -> str:
                     st,
                     a["metric"].upper(),
                     str(a["files"]),
-                    _pct(a["stream"]),
-                    _pct(a["offline"]),
-                    _f(a["ratio"], 3),
-                    f"{_f(a.get('stream_tail_insertions'))} / {_f(a.get('offline_tail_insertions'))}",
+                    pct(a["stream"]),
+                    pct(a["offline"]),
+                    fmt(a["ratio"], 3),
+                    f"{fmt(a.get('stream_tail_insertions'))} / {fmt(a.get('offline_tail_insertions'))}",
                     ", ".join(a["excluded"]) or "–",
                 ]
             )
-    lines += _table(
+    lines += table(
         ["config", "set", "metric", "files", "streaming", "offline", "ratio", "tail insertions", "excluded"],
         rows,
     )
+    return lines
+
+
+def _hallucinations(results: dict[str, Any], configs: list[dict[str, Any]]) -> list[str]:
+    """Words in finals on non-speech files, with and without the filters."""
     rows = []
     for c in configs:
         h = c.get("hallucinations")
@@ -703,16 +710,22 @@ def markdown(results: dict[str, Any]) -> str:
         rows.append(
             [
                 c["name"],
-                _f(h["with_filters"]["total_words"]),
-                _f(_get(h, "without_filters", "total_words")),
-                _f(off),
-                _f(h["with_filters"]["seconds"], 0),
+                fmt(h["with_filters"]["total_words"]),
+                fmt(_get(h, "without_filters", "total_words")),
+                fmt(off),
+                fmt(h["with_filters"]["seconds"], 0),
             ]
         )
-    if rows:
-        lines += ["", "## Hallucinations (non-speech files: words in finals; offline = its whole output)", ""]
-        lines += _table(["config", "with filters", "without filters", "offline", "audio s"], rows)
-    lines += ["", "## Cost", ""]
+    if not rows:
+        return []
+    lines = ["", "## Hallucinations (non-speech files: words in finals; offline = its whole output)", ""]
+    lines += table(["config", "with filters", "without filters", "offline", "audio s"], rows)
+    return lines
+
+
+def _cost(results: dict[str, Any], configs: list[dict[str, Any]]) -> list[str]:
+    """CPU, decode real-time factor, model load, the daemon's memory and start-up; offline models."""
+    lines: list[str] = ["", "## Cost", ""]
     rows = []
     for c in configs:
         secs = sections(c)
@@ -721,7 +734,8 @@ def markdown(results: dict[str, Any]) -> str:
         rtf = _get(secs[0][2], "cost", "decode_rtf") or {}
         rtf_s = (
             "; ".join(
-                f"{k} mean {_f(v['mean'])} (p90 ≤ {_f(v['p90_le'])}, n={v['count']})" for k, v in rtf.items()
+                f"{k} mean {fmt(v['mean'])} (p90 ≤ {fmt(v['p90_le'])}, n={v['count']})"
+                for k, v in rtf.items()
             )
             or "–"
         )
@@ -730,20 +744,20 @@ def markdown(results: dict[str, Any]) -> str:
             [
                 c["name"],
                 "; ".join(
-                    f"{short} {_f(sec['cost']['cpu_per_audio_second'], 3)}"
+                    f"{short} {fmt(sec['cost']['cpu_per_audio_second'], 3)}"
                     for key, short, sec in secs
                     if key != "overload"
                 ),
                 rtf_s,
-                _f(c.get("load_seconds")),
-                _f(d.get("peak_rss_mb"), 0),
-                _f(d.get("ready_s")),
-                _f(d.get("first_caption_s")),
-                _f(d.get("cpu_per_audio_second"), 3),
-                _f(sum(sec["cost"].get("dropped_seconds") or 0.0 for _, _, sec in secs)),
+                fmt(c.get("load_seconds")),
+                fmt(d.get("peak_rss_mb"), 0),
+                fmt(d.get("ready_s")),
+                fmt(d.get("first_caption_s")),
+                fmt(d.get("cpu_per_audio_second"), 3),
+                fmt(sum(sec["cost"].get("dropped_seconds") or 0.0 for _, _, sec in secs)),
             ]
         )
-    lines += _table(
+    lines += table(
         [
             "config",
             "CPU s / audio s (1x, in-process) per set",
@@ -764,7 +778,7 @@ def markdown(results: dict[str, Any]) -> str:
         "process per model replaying the first latency file at 1x: spawn → first JSONL line (ready), "
         "spawn → first caption (it cannot come before the first word is spoken: "
         + ", ".join(
-            f"{k}: first word ends at {_f(_get(v, 'daemon', 'first_word_end_s'))} s"
+            f"{k}: first word ends at {fmt(_get(v, 'daemon', 'first_word_end_s'))} s"
             for k, v in results.get("offline", {}).items()
         )
         + "), its peak RSS (VmHWM) and its CPU time from `wait4` (CPU includes model load).",
@@ -772,72 +786,87 @@ def markdown(results: dict[str, Any]) -> str:
     ]
     offline = results.get("offline", {})
     if offline:
-        lines += _table(
+        lines += table(
             ["offline model", "load s", "CPU s / audio s"],
-            [[k, _f(v["load_seconds"]), _f(v["cpu_per_audio_second"], 3)] for k, v in offline.items()],
+            [[k, fmt(v["load_seconds"]), fmt(v["cpu_per_audio_second"], 3)] for k, v in offline.items()],
         )
-    if results.get("many_streams"):
-        from streamer.bench.streams import markdown as many_streams_markdown
+    return lines
 
-        lines += many_streams_markdown(results["many_streams"])
-    cap = results.get("capacity")
-    if cap:
-        lines += [
-            "",
-            f"## Capacity ({cap['model']}, independent daemons at 1x on {Path(cap['file']).name}, "
-            f"{_f(cap['file_seconds'], 1)} s)",
-            "",
-            f"Largest number of concurrent streams with final p90 ≤ {cap['p90_limit']} s and no audio "
-            f"dropped: **{cap['max_streams']}**; with final-after-end-of-speech p90 ≤ {cap['p90_limit']} s "
-            f"instead: **{cap.get('max_streams_end_of_speech')}**",
-            "",
-        ]
-        lines += _table(
+
+def _capacity(cap: dict[str, Any] | None) -> list[str]:
+    """Concurrent independent daemons: how many keep up."""
+    if not cap:
+        return []
+    lines = [
+        "",
+        f"## Capacity ({cap['model']}, independent daemons at 1x on {Path(cap['file']).name}, "
+        f"{fmt(cap['file_seconds'], 1)} s)",
+        "",
+        f"Largest number of concurrent streams with final p90 ≤ {cap['p90_limit']} s and no audio "
+        f"dropped: **{cap['max_streams']}**; with final-after-end-of-speech p90 ≤ {cap['p90_limit']} s "
+        f"instead: **{cap.get('max_streams_end_of_speech')}**",
+        "",
+    ]
+    lines += table(
+        [
+            "streams",
+            "final p90 s",
+            "end-of-speech p90 s",
+            "dropped s",
+            "failed processes",
+            "ok",
+            "keeps up",
+        ],
+        [
             [
-                "streams",
-                "final p90 s",
-                "end-of-speech p90 s",
-                "dropped s",
-                "failed processes",
-                "ok",
-                "keeps up",
-            ],
-            [
-                [
-                    str(lv["streams"]),
-                    _f(lv["final_p90"]),
-                    _f(lv.get("end_of_speech_p90")),
-                    _f(lv["dropped_seconds"]),
-                    str(lv["failed_processes"]),
-                    _f(lv["ok"]),
-                    _f(lv.get("keeps_up")),
-                ]
-                for lv in cap["levels"]
-            ],
-        )
-    fan = results.get("fanout")
-    if fan:
-        lines += ["", "## WebSocket fan-out", "", "```", json.dumps(_clean(fan), indent=2), "```"]
-    ref = results.get("reference", {})
-    if ref:
-        lines += [
-            "",
-            "## Word timing reference",
-            "",
-            f"Offline faster-whisper `{ref.get('model')}` with word timestamps; the reference transcript "
-            "is aligned to its words by minimal edit distance after normalisation; words it missed are "
-            "spread evenly between timed neighbours "
-            f"({_pct(ref.get('interpolated_share'))} of {ref.get('words')} words). Files whose reference "
-            "mostly disagrees with the timing pass (under half the words matched) are left out of latency: "
-            f"{', '.join(ref.get('excluded_mismatched') or []) or 'none'}.",
-        ]
-        dis = ref.get("end_time_disagreement")
-        if dis:
-            lines += [
-                f"Method error estimate: timing the same words with `{ref.get('disagreement_model')}` "
-                f"instead moves word end times by median {_f(dis['median'])} s, p90 {_f(dis['p90'])} s."
+                str(lv["streams"]),
+                fmt(lv["final_p90"]),
+                fmt(lv.get("end_of_speech_p90")),
+                fmt(lv["dropped_seconds"]),
+                str(lv["failed_processes"]),
+                fmt(lv["ok"]),
+                fmt(lv.get("keeps_up")),
             ]
-    lines += [
+            for lv in cap["levels"]
+        ],
+    )
+    return lines
+
+
+def _fanout(fan: dict[str, Any] | None) -> list[str]:
+    """The WebSocket fan-out figures as JSON."""
+    if not fan:
+        return []
+    return ["", "## WebSocket fan-out", "", "```", json.dumps(_clean(fan), indent=2), "```"]
+
+
+def _reference(ref: dict[str, Any]) -> list[str]:
+    """How the reference words were timed, and the method's error estimate."""
+    if not ref:
+        return []
+    lines = [
+        "",
+        "## Word timing reference",
+        "",
+        f"Offline faster-whisper `{ref.get('model')}` with word timestamps; the reference transcript "
+        "is aligned to its words by minimal edit distance after normalisation; words it missed are "
+        "spread evenly between timed neighbours "
+        f"({pct(ref.get('interpolated_share'))} of {ref.get('words')} words). Files whose reference "
+        "mostly disagrees with the timing pass (under half the words matched) are left out of latency: "
+        f"{', '.join(ref.get('excluded_mismatched') or []) or 'none'}.",
+    ]
+    dis = ref.get("end_time_disagreement")
+    if dis:
+        lines += [
+            f"Method error estimate: timing the same words with `{ref.get('disagreement_model')}` "
+            f"instead moves word end times by median {fmt(dis['median'])} s, p90 {fmt(dis['p90'])} s."
+        ]
+    return lines
+
+
+def _plots() -> list[str]:
+    """Links to the figures write_plots draws."""
+    return [
         "",
         "## Plots",
         "",
@@ -848,6 +877,25 @@ def markdown(results: dict[str, Any]) -> str:
         "![curve](curve.png)",
         "",
     ]
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """report.md: one section after the other; a section without figures is left out or says so."""
+    configs = results.get("configs", [])
+    lines = _header(results)
+    lines += _latency(configs)
+    lines += _lag(configs)
+    lines += _overload(configs)
+    lines += _curve(results)
+    lines += _accuracy(configs)
+    lines += _hallucinations(results, configs)
+    lines += _cost(results, configs)
+    if results.get("many_streams"):
+        lines += many_streams_markdown(results["many_streams"])
+    lines += _capacity(results.get("capacity"))
+    lines += _fanout(results.get("fanout"))
+    lines += _reference(results.get("reference", {}))
+    lines += _plots()
     return "\n".join(lines)
 
 
@@ -892,20 +940,20 @@ def terminal_summary(results: dict[str, Any]) -> str:
         if r["ratio"] is not None:
             err = f"{r['metric'].upper()} {r['ratio']:.3f}"
         elif r["error_rate"] is not None:  # offline made no error: a ratio is undefined
-            err = f"{r['metric'].upper()} {_pct(r['error_rate'])}"
+            err = f"{r['metric'].upper()} {pct(r['error_rate'])}"
         else:
             err = "–"
         lines.append(
-            f"{r['config'][:28]:28} {r['set']:8} {_f(r['first_p50']):>9} {_f(r['final_p50']):>9} "
-            f"{_f(r['final_p90']):>9} {_f(r['eos_p90']):>8} {_f(r['revisions']):>7} "
-            f"{_pct(r['tail_flicker']):>7} {err:>11} {_f(r['cpu'], 3):>6} {_f(r['lag_growth']):>6}"
+            f"{r['config'][:28]:28} {r['set']:8} {fmt(r['first_p50']):>9} {fmt(r['final_p50']):>9} "
+            f"{fmt(r['final_p90']):>9} {fmt(r['eos_p90']):>8} {fmt(r['revisions']):>7} "
+            f"{pct(r['tail_flicker']):>7} {err:>11} {fmt(r['cpu'], 3):>6} {fmt(r['lag_growth']):>6}"
         )
     for c in results.get("configs", []):
         if c.get("latency") or c.get("latency_ko"):
             continue
         for st, a in (_get(c, "accuracy", "sets") or {}).items():
             lines.append(
-                f"{c['name'][:28]:28} {st:8} accuracy only: {a['metric'].upper()} ratio {_f(a['ratio'], 3)}"
+                f"{c['name'][:28]:28} {st:8} accuracy only: {a['metric'].upper()} ratio {fmt(a['ratio'], 3)}"
             )
     cap = results.get("capacity")
     if cap:
@@ -918,7 +966,7 @@ def terminal_summary(results: dict[str, Any]) -> str:
         mark = {True: "ok  ", False: "MISS", None: "n/a "}[t["ok"]]
         lines.append(
             f"[{mark}] {t['model']:8} {t['target']:58} {t['op']} {t['limit']:<5} {t['unit']:8} "
-            f"measured {_f(t['value'])}"
+            f"measured {fmt(t['value'])}"
         )
     return "\n".join(lines)
 
@@ -954,7 +1002,7 @@ def compare_rows(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> l
         for k in _COMPARED:
             a, b = p.get(k), r.get(k)
             if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-                parts.append(f"{k} {_f(a)}→{_f(b)} ({b - a:+.2f})")
+                parts.append(f"{k} {fmt(a)}→{fmt(b)} ({b - a:+.2f})")
         out.append(f"{r['config'][:28]:28} {r['set']:8} " + ", ".join(parts))
     return out
 

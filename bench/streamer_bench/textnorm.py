@@ -10,21 +10,19 @@ from __future__ import annotations
 from functools import cache
 
 import jiwer
+from whisper_normalizer.basic import BasicTextNormalizer
+from whisper_normalizer.english import EnglishTextNormalizer
 
 CER_LANGUAGES = frozenset({"ko", "ja", "zh", "th", "lo", "my", "km", "yue"})
 
 
 @cache
 def _english():  # type: ignore[no-untyped-def]
-    from whisper_normalizer.english import EnglishTextNormalizer
-
     return EnglishTextNormalizer()
 
 
 @cache
 def _basic():  # type: ignore[no-untyped-def]
-    from whisper_normalizer.basic import BasicTextNormalizer
-
     return BasicTextNormalizer()
 
 

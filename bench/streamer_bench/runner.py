@@ -20,12 +20,17 @@ from pathlib import Path
 from typing import Any
 
 from streamer import metrics as prom
-from streamer.bench import metrics as m
-from streamer.bench.dataset import AudioItem, take_seconds
-from streamer.bench.offline import OfflineModel, OfflineResult, load_audio
-from streamer.bench.reference import interpolated_share, match_share, reference_words, timing_disagreement
 from streamer.config import Settings, load_settings
-from streamer.textnorm import error_rate, uses_cer
+from streamer.decode.engine import DecodeEngine
+from streamer.pipeline import run_file
+from streamer_bench import concat
+from streamer_bench import metrics as m
+from streamer_bench.capacity import capacity, daemon_command, run_daemons, settings_env
+from streamer_bench.dataset import AudioItem, take_seconds
+from streamer_bench.offline import OfflineModel, OfflineResult, cached_transcribe, load_audio
+from streamer_bench.overload import CpuBurner, GaugeSampler
+from streamer_bench.reference import interpolated_share, match_share, reference_words, timing_disagreement
+from streamer_bench.textnorm import error_rate, uses_cer
 
 # A file whose offline baseline makes more errors than the reference has words is taken to have a
 # reference that does not belong to its audio; it is listed but left out of the corpus figures.
@@ -481,8 +486,6 @@ class Runner:
     def concatenation(
         self, seconds: float, refs: dict[str, list[m.RefWord]]
     ) -> tuple[AudioItem, list[m.RefWord]]:
-        from streamer.bench import concat
-
         conc = concat.build(
             self.plan.concat_items, seconds, CONCAT_PAUSE, self.out_dir / "cache" / "concat", KO_LONG
         )
@@ -499,9 +502,6 @@ class Runner:
 
     def overload(self, cfg: BenchConfig, refs: dict[str, list[m.RefWord]]) -> dict[str, Any]:
         """The concatenation at 1x with one decode thread while another process burns a core."""
-        from streamer.bench.overload import CpuBurner, GaugeSampler
-        from streamer.decode.engine import DecodeEngine
-
         item, ref = self.concatenation(self.plan.overload_seconds, refs)
         starved = BenchConfig(f"{cfg.name} (overload)", cfg.model, {**cfg.overrides, "model.cpu_threads": 1})
         engine = DecodeEngine.from_settings(self.settings(starved, item.lang))
@@ -528,8 +528,6 @@ class Runner:
         keep_points: bool = False,
     ) -> dict[str, Any]:
         """Replay each file at 1x through the daemon's file source and measure what a viewer sees."""
-        from streamer.pipeline import run_file
-
         files: dict[str, Any] = {}
         lats: list[m.LatencyResult] = []
         sett: list[m.Settling] = []
@@ -601,8 +599,6 @@ class Runner:
     def offline_accuracy(self, model: str) -> dict[str, OfflineResult]:
         """The offline baseline per file, cached under the output directory: it does not change
         while the pipeline is being tuned, and repeated core checks should not pay for it again."""
-        from streamer.bench.offline import cached_transcribe
-
         om = self.offline_model(model)
         out = {}
         for items in self.items_for(model).values():
@@ -612,8 +608,6 @@ class Runner:
         return out
 
     def accuracy(self, cfg: BenchConfig, engine: Any, offline: dict[str, OfflineResult]) -> dict[str, Any]:
-        from streamer.pipeline import run_file
-
         rows: list[dict[str, Any]] = []
         for set_name, items in self.items_for(cfg.model).items():
             for item in items:
@@ -644,8 +638,6 @@ class Runner:
         return {"files": rows, "sets": summarize_accuracy(rows)}
 
     def hallucinations(self, cfg: BenchConfig, engine: Any, filters: bool) -> dict[str, Any]:
-        from streamer.pipeline import run_file
-
         files = {}
         for item in self.plan.nonspeech:
             lang = "en"
@@ -673,8 +665,6 @@ class Runner:
     ) -> dict[str, Any] | None:
         """One real daemon at 1x on the first latency file: startup, first caption, RSS, CPU.
         A configuration's overrides reach it as STREAMER_* environment variables."""
-        from streamer.bench.capacity import daemon_command, run_daemons, settings_env
-
         if not self.plan.latency:
             return None
         item = self.plan.latency[0]
@@ -705,8 +695,6 @@ class Runner:
     # -- everything -------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
-        from streamer.decode.engine import DecodeEngine
-
         refs = self.reference()
         offline: dict[str, dict[str, Any]] = {}
         configs: list[dict[str, Any]] = []
@@ -782,8 +770,6 @@ class Runner:
             for model, o in offline.items()
         }
         if self.do_capacity and self.plan.capacity_file is not None:
-            from streamer.bench.capacity import capacity
-
             item = self.plan.capacity_file
             self.results["capacity"] = capacity(
                 item.path,

@@ -3,7 +3,7 @@
 Method. An offline faster-whisper pass with `word_timestamps=True` (cross-attention DTW word
 alignment) over the whole file, with a model at least as large as the one under test (default
 `base`), gives timestamped hypothesis words. The human reference transcript is normalised word
-by word (streamer/textnorm.py) and aligned to those words by minimal edit distance
+by word (streamer_bench/textnorm.py) and aligned to those words by minimal edit distance
 (metrics.align_reference): matched and substituted reference words take the hypothesis word's
 times; reference words the pass missed are spread evenly between their timed neighbours.
 
@@ -21,9 +21,9 @@ import hashlib
 import json
 from pathlib import Path
 
-from streamer.bench.dataset import AudioItem
-from streamer.bench.metrics import RefWord, align_reference
-from streamer.bench.offline import OfflineModel, load_audio
+from streamer_bench.dataset import AudioItem
+from streamer_bench.metrics import RefWord, align_reference
+from streamer_bench.offline import OfflineModel, load_audio
 
 CACHE_VERSION = 1
 

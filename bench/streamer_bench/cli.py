@@ -1,19 +1,43 @@
-"""`streamer bench`: flags and the command itself (streamer/cli.py calls these)."""
+"""`streamer bench`: flags and the command itself.
+
+The runtime CLI (streamer/cli.py) hands every argument after `bench` to `main` here, so the
+benchmarks and their dependencies load only for that command.
+"""
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import logging
+import os
 import shlex
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from streamer.bench.dataset import NONSPEECH_SET, SPEECH_SETS, AudioItem, default_audio_dir, load_all
-from streamer.bench.runner import MODES, BenchConfig, Runner, make_plan, parse_config, parse_overrides
-from streamer.config import load_settings
+from tqdm import tqdm
+
+from streamer.audio.decode import load_audio
+from streamer.config import ConfigError, load_settings
+from streamer.errors import UserError
+from streamer_bench import soak
+from streamer_bench.dataset import NONSPEECH_SET, SPEECH_SETS, AudioItem, default_audio_dir, load_all
+from streamer_bench.fanout import run_fanout_bench
+from streamer_bench.offline import OfflineModel
+from streamer_bench.reference import reference_words
+from streamer_bench.report import (
+    append_history,
+    compare_rows,
+    last_history,
+    machine,
+    summary_rows,
+    terminal_summary,
+    write_report,
+)
+from streamer_bench.runner import MODES, BenchConfig, Runner, make_plan, parse_config, parse_overrides
+from streamer_bench.streams import many_streams, markdown
 
 # Named sets of configurations for --configs.
 PRESETS: dict[str, list[str]] = {
@@ -184,31 +208,12 @@ def _reference_model(args: argparse.Namespace, configs: list[BenchConfig]) -> st
     return largest if order.index(largest) >= order.index("base") else "base"
 
 
-def _fanout() -> dict[str, Any] | None:
-    try:
-        from streamer.sinks.fanout_bench import run_fanout_bench
-    except ImportError:
-        return None
-    result: Any = run_fanout_bench(clients=200)
-    if hasattr(result, "model_dump"):
-        result = result.model_dump()
-    elif hasattr(result, "__dataclass_fields__"):
-        import dataclasses
-
-        result = dataclasses.asdict(result)
-    return result if isinstance(result, dict) else {"result": result}
+def _fanout() -> dict[str, Any]:
+    return run_fanout_bench(clients=200)
 
 
 def _many_streams(args: argparse.Namespace, sets: dict[str, list[AudioItem]]) -> int:
     """`--many-streams`: the one benchmark alone; its table goes to OUT/many-streams.md and stdout."""
-    import json
-    import os
-
-    from streamer.audio.decode import load_audio
-    from streamer.bench.offline import OfflineModel
-    from streamer.bench.reference import reference_words
-    from streamer.bench.streams import many_streams, markdown
-
     try:
         levels = sorted({int(x) for x in args.many_streams.split(",") if x.strip()})
         if not levels or levels[0] < 1:
@@ -259,16 +264,6 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
-    from streamer.bench.report import (
-        append_history,
-        compare_rows,
-        last_history,
-        machine,
-        summary_rows,
-        terminal_summary,
-        write_report,
-    )
-
     root = (args.audio or default_audio_dir()).resolve()
     sets = load_all(root)
     if args.many_streams is not None:
@@ -333,8 +328,6 @@ def run(args: argparse.Namespace) -> int:
         do_capacity=not (args.no_capacity or partial or args.core),
         capacity_model=args.capacity_model,
     )
-    from tqdm import tqdm
-
     bar = tqdm(
         total=round(runner.total_seconds()),
         unit="audio-s",
@@ -369,3 +362,25 @@ def run(args: argparse.Namespace) -> int:
             print("\n".join(changes))
     print(f"\nreport: {paths['markdown']}  figures: {paths['json']}  plots: {out}/*.png")
     return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="streamer bench")
+    add_arguments(parser)
+    soak.add_arguments(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`streamer bench ARGS`: exit status 2 for bad flags or settings, 1 for a user-facing failure."""
+    args = build_parser().parse_args(argv)
+    try:
+        return soak.run(args) if args.soak else run(args)
+    except ConfigError as e:
+        print(f"streamer: {e}", file=sys.stderr)
+        return 2
+    except UserError as e:
+        print(f"streamer: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -13,6 +13,7 @@ else is delayed. Everything runs in this process and is bounded by `timeout`.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -25,10 +26,17 @@ from collections.abc import Iterable
 from typing import Any
 
 from websockets.asyncio.client import connect
+from websockets.client import ClientProtocol
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
+from websockets.uri import parse_uri
 
+from streamer import metrics
 from streamer.bus import Bus
 from streamer.config import Settings
 from streamer.events import Final, Partial
+from streamer.sinks.context import SinkContext
+from streamer.sinks.start import start_sinks
 
 STREAM = "bench"
 _HEAD = re.compile(r'"type":"(final|partial)".*?"rev":(\d+),"seq":(\d+)')
@@ -43,10 +51,6 @@ class StuckClient:
     """
 
     def __init__(self, port: int, query: str = "", rcvbuf: int = 8192) -> None:
-        from websockets.client import ClientProtocol
-        from websockets.protocol import State
-        from websockets.uri import parse_uri
-
         self.proto = ClientProtocol(parse_uri(f"ws://127.0.0.1:{port}/ws?{query}"), max_size=None)
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
@@ -70,8 +74,6 @@ class StuckClient:
 
     def drain(self, timeout: float = 10.0) -> tuple[list[dict[str, Any]], int | None, str]:
         """Read until the connection ends: (messages, close code received, close reason)."""
-        from websockets.frames import Frame, Opcode
-
         self.sock.settimeout(timeout)
         msgs: list[dict[str, Any]] = []
         events: list[Any] = list(self._early)
@@ -177,9 +179,6 @@ async def _bench(
     client_queue: int,
     settle: float,
 ) -> dict[str, Any]:
-    from streamer import metrics
-    from streamer.sinks import SinkContext, start_sinks
-
     token = secrets.token_urlsafe(12)
     settings = Settings(
         stream=STREAM,
@@ -346,9 +345,7 @@ def format_result(result: dict[str, Any]) -> str:
 
 
 def main(argv: Iterable[str] | None = None) -> int:
-    import argparse
-
-    p = argparse.ArgumentParser(prog="python -m streamer.sinks.fanout_bench")
+    p = argparse.ArgumentParser(prog="python -m streamer_bench.fanout")
     p.add_argument("--clients", type=int, default=200)
     p.add_argument("--finals", type=int, default=60)
     p.add_argument("--partials", type=int, default=240)

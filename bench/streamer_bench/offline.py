@@ -13,13 +13,17 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from faster_whisper import WhisperModel
 
-from streamer.bench.dataset import AudioItem
+from streamer.audio.decode import load_audio as _load
 from streamer.config import Settings
+from streamer.models import compute_type_for, resolve_device, resolve_model
+from streamer_bench.dataset import AudioItem
 
 
 @dataclass
@@ -36,8 +40,6 @@ def model_location(name: str, settings: Settings) -> str:
     """A CTranslate2 directory as is, otherwise what streamer.models resolves the name to."""
     if Path(name).is_dir():
         return str(name)
-    from streamer.models import resolve_model
-
     resolved = resolve_model(name, settings.model.cache_dir)
     return str(resolved.path)
 
@@ -46,10 +48,6 @@ class OfflineModel:
     """One loaded faster-whisper model used the way a user of the library would use it."""
 
     def __init__(self, name: str, settings: Settings) -> None:
-        from faster_whisper import WhisperModel
-
-        from streamer.models import compute_type_for, resolve_device
-
         self.name = name
         device = resolve_device(settings.model.device)
         t0 = time.perf_counter()
@@ -87,16 +85,12 @@ class OfflineModel:
 
 
 def load_audio(path: Path) -> np.ndarray:
-    from streamer.audio.decode import load_audio as _load
-
     return _load(path)
 
 
 def cached_transcribe(model: OfflineModel, item: AudioItem, cache_dir: Path) -> OfflineResult:
     """`model.transcribe` of one file, cached as JSON keyed by the file, model, language and
     faster-whisper version (the baseline's own CPU time is kept with it)."""
-    from importlib import metadata
-
     st = item.path.stat()
     key = json.dumps(
         [

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import math
 import os
@@ -28,9 +29,19 @@ import sys
 import tempfile
 import time
 import urllib.request
+import wave
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+import aiomqtt
+import numpy as np
+import psutil
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from streamer.audio.decode import load_audio
+from streamer_bench.dataset import default_audio_dir
 
 DEFAULT_CLIP = Path("long") / "en_ljspeech_LJ001-0001_to_0032_concat.flac"
 GROWTH_LIMIT = 0.05
@@ -117,8 +128,6 @@ def _mosquitto(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
         raise RuntimeError("mosquitto not found (apt-get install mosquitto)")
     port = _free_port()
     conf = workdir / "mosquitto.conf"
-    import getpass
-
     conf.write_text(
         f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nuser {getpass.getuser()}\n"
     )
@@ -148,12 +157,6 @@ def _health(port: int) -> dict[str, Any] | None:
 
 def _loop_file(clip: Path, path: Path, seconds: float) -> float:
     """A WAV of `clip` repeated to at least `seconds`: the looping speech, replayed with --fast."""
-    import wave
-
-    import numpy as np
-
-    from streamer.audio.decode import load_audio
-
     pcm = (np.clip(load_audio(clip), -1.0, 1.0) * 32767).astype("<i2").tobytes()
     copies = max(1, math.ceil(seconds * 32000 / len(pcm)))
     with wave.open(str(path), "wb") as w:
@@ -166,9 +169,6 @@ def _loop_file(clip: Path, path: Path, seconds: float) -> float:
 
 
 async def _ws_client(idx: int, port: int, counts: Counts, stop: asyncio.Event) -> None:
-    from websockets.asyncio.client import connect
-    from websockets.exceptions import ConnectionClosed
-
     since = 0
     while not stop.is_set():
         try:
@@ -199,8 +199,6 @@ async def _ws_client(idx: int, port: int, counts: Counts, stop: asyncio.Event) -
 
 
 async def _mqtt_client(port: int, prefix: str, counts: Counts, stop: asyncio.Event) -> None:
-    import aiomqtt
-
     while not stop.is_set():
         try:
             async with aiomqtt.Client("127.0.0.1", port) as client:
@@ -217,13 +215,6 @@ async def _mqtt_client(port: int, prefix: str, counts: Counts, stop: asyncio.Eve
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        import psutil
-    except ImportError:
-        print("streamer bench --soak: needs psutil (pip install 'streamer[bench]')", file=sys.stderr)
-        return 2
-    from streamer.bench.dataset import default_audio_dir
-
     clip = args.soak_clip or (args.audio or default_audio_dir()) / DEFAULT_CLIP
     if not clip.is_file():
         print(f"streamer bench --soak: speech clip '{clip}' not found (--soak-clip)", file=sys.stderr)

@@ -24,8 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from streamer.bench.capacity import CAPACITY_P90_LIMIT, daemon_command, run_daemons, settings_env
-from streamer.bench.metrics import RefWord, summarize, word_latencies
+from streamer_bench.capacity import CAPACITY_P90_LIMIT, daemon_command, run_daemons, settings_env
+from streamer_bench.metrics import RefWord, summarize, word_latencies
+from streamer_bench.tables import fmt, table
 
 SAMPLE_RATE = 16000
 MODES = ("one daemon", "one daemon, batched", "separate daemons")
@@ -193,11 +194,9 @@ def many_streams(
 
 def markdown(res: dict[str, Any]) -> list[str]:
     """The many-streams table for the bench report."""
-    from streamer.bench.report import _f, _table
-
     lines = [
         "",
-        f"## Many streams ({_f(res['seconds'], 0)} s of different speech per stream, replayed at 1x)",
+        f"## Many streams ({fmt(res['seconds'], 0)} s of different speech per stream, replayed at 1x)",
         "",
         f"Largest N with every stream's per-word final latency p90 ≤ {res['p90_limit']} s and no audio "
         "dropped, for N streams in one daemon (one shared model), with batched encoding, and as N "
@@ -205,7 +204,7 @@ def markdown(res: dict[str, Any]) -> list[str]:
         + (f"Load average before the run: {res['load_before']}." if res.get("load_before") else ""),
         "",
     ]
-    lines += _table(
+    lines += table(
         ["model", "mode", "max streams"],
         [[r["model"], r["mode"], str(r["max_streams"])] for r in res["runs"]],
     )
@@ -218,14 +217,14 @@ def markdown(res: dict[str, Any]) -> list[str]:
                     r["model"],
                     r["mode"],
                     str(lv["streams"]),
-                    _f(lv["final_p90"]),
-                    _f(lv["dropped_seconds"], 1),
-                    _f(lv["cpu_seconds"], 0),
-                    _f(lv["peak_rss_mb"], 0),
+                    fmt(lv["final_p90"]),
+                    fmt(lv["dropped_seconds"], 1),
+                    fmt(lv["cpu_seconds"], 0),
+                    fmt(lv["peak_rss_mb"], 0),
                     "yes" if lv["ok"] else "no",
                 ]
             )
-    lines += _table(
+    lines += table(
         ["model", "mode", "N", "final p90 s", "dropped s", "CPU s", "peak RSS MB (sum)", "ok"], rows
     )
     return lines

@@ -24,8 +24,8 @@ from typing import Any
 from pydantic import ValidationError
 
 import streamer
-from streamer.bench.metrics import RefWord, summarize, word_latencies
 from streamer.events import Final, Partial, Status, parse_event
+from streamer_bench.metrics import RefWord, summarize, word_latencies
 
 _DROPPED = re.compile(r"([0-9]+(?:\.[0-9]+)?) s of audio dropped")
 _DROPPED_STATUS = re.compile(r"dropped[_ ]seconds[=: ]+([0-9]+(?:\.[0-9]+)?)")

@@ -4,7 +4,7 @@ Everything here is a function of (reference text, timestamped words, caption eve
 numbers `streamer bench` reports can be checked by hand on small, made-up sequences
 (tests/test_bench_metrics.py).
 
-Tokens. Texts are compared after the shared normalisation (streamer/textnorm.py), applied word by
+Tokens. Texts are compared after the shared normalisation (streamer_bench/textnorm.py), applied word by
 word so that every token keeps the time of the word it came from. Languages written without
 spaces (textnorm.uses_cer) are compared character by character.
 
@@ -23,7 +23,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Literal, Protocol
 
-from streamer.textnorm import normalize, uses_cer
+from rapidfuzz.distance import Levenshtein
+
+from streamer_bench.textnorm import normalize, uses_cer
 
 OpKind = Literal["equal", "substitute", "delete", "insert"]
 
@@ -292,8 +294,6 @@ def global_matches(ref: Sequence[str], hyp: Sequence[str]) -> tuple[list[tuple[i
     Uses rapidfuzz (C++) rather than `align`: a 10-minute Korean stream is thousands of characters
     each way, too many for the pure-Python table; tie-breaking does not matter for whole texts.
     """
-    from rapidfuzz.distance import Levenshtein
-
     pairs: list[tuple[int, int]] = []
     last_aligned = -1
     for op in Levenshtein.opcodes(list(ref), list(hyp)):

@@ -1,4 +1,4 @@
-"""Live caption latency with and without a file job running: `python -m streamer.api.load_bench`.
+"""Live caption latency with and without a file job running: `python -m streamer_bench.load`.
 
 Runs the real daemon on a recording paced at 1x (a live source), follows its captions over the
 WebSocket for `--seconds`, and reports the latency of finals and partials on the audio clock
@@ -25,7 +25,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
+from websockets.asyncio.client import connect
+
+import streamer
+from streamer_bench.dataset import default_audio_dir
+
+# The daemon runs from the checkout that holds streamer (as capacity.py does), whatever the caller's cwd.
+REPO = Path(streamer.__file__).resolve().parents[1]
 
 
 def _free_port() -> int:
@@ -67,8 +73,6 @@ def _get(url: str) -> dict[str, Any]:
 
 
 async def _follow(port: int, seconds: float) -> tuple[list[float], list[float]]:
-    from websockets.asyncio.client import connect
-
     finals: list[float] = []
     partials: list[float] = []
     deadline = time.monotonic() + seconds
@@ -138,9 +142,7 @@ def _run_once(live: Path, job_file: Path | None, seconds: float, model: str, sta
 
 
 def main(argv: list[str] | None = None) -> int:
-    from streamer.bench.dataset import default_audio_dir
-
-    p = argparse.ArgumentParser(prog="python -m streamer.api.load_bench")
+    p = argparse.ArgumentParser(prog="python -m streamer_bench.load")
     p.add_argument("--audio", type=Path, default=None, help="recorded test audio (STREAMER_TEST_AUDIO)")
     p.add_argument("--seconds", type=float, default=60.0)
     p.add_argument("--model", default="tiny.en")
