@@ -103,7 +103,7 @@ def open_source(spec: str, settings: Settings, stream: str | None = None, key: s
     if parsed.kind == "ingest":
         from streamer.audio.ingest import IngestSource
 
-        return IngestSource()
+        return IngestSource(stream=stream or settings.stream)
     if parsed.kind == "demo":
         from streamer.audio.demo import DemoSource
 
