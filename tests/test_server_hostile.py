@@ -4,6 +4,7 @@ where there was one. No model: a real Bus, the real sinks, raw sockets and hand-
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import socket
 from collections.abc import Iterator
@@ -450,3 +451,30 @@ def test_fuzz_every_parsed_query_parameter_and_header(
     code = status_of(reply)
     assert 100 <= code < 500, reply[:200]
     assert not bad.records, bad.bad()
+
+
+def test_health_and_streams_show_the_sources_own_counts() -> None:
+    """Kernel drops (RTP) and gaps (ingest) are in the stream's status, read from the source."""
+
+    class Counting:
+        def status(self) -> dict[str, object]:
+            return {"kernel_drops": 7}
+
+    async def main() -> None:
+        sinks, stubs = await start(Bus(), settings(), streams=("room",))
+        stubs["room"].source = Counting()  # type: ignore[attr-defined]
+        port = sinks.server_port
+        assert port
+        try:
+            for path in ("/health", "/streams"):
+                reply = await asyncio.to_thread(
+                    raw, port, f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode()
+                )
+                assert status_of(reply) == 200, reply[:200]
+                doc = json.loads(reply.partition(b"\r\n\r\n")[2])
+                room = doc["streams"]["room"] if path == "/health" else doc[0]
+                assert room["source_status"] == {"kernel_drops": 7}, (path, room)
+        finally:
+            await sinks.close()
+
+    run(main())
