@@ -195,6 +195,16 @@ class ServerConfig(_Section):
         description="Host header names accepted besides IPs, localhost and the bound name; '*' = any.",
     )
     max_clients: int = Field(500, ge=1, le=100_000)
+    # One address holds at most a tenth of the default slots: a runaway local script or one remote
+    # host cannot lock out real viewers. A room of viewers behind one NAT, or a reverse proxy in
+    # front of the daemon (every client then comes from its address), needs a higher value.
+    max_clients_per_address: int = Field(
+        50,
+        ge=0,
+        le=100_000,
+        description="WebSocket clients one address may hold (an IPv6 /64 counts as one; loopback "
+        "counts like any address); more: 429 / 1013. 0 = no limit.",
+    )
     replay_finals: int = Field(20, ge=0, le=100_000, description="Finals replayed to a new client.")
     history_finals: int = Field(
         10_000,
@@ -286,6 +296,29 @@ class ApiConfig(_Section):
         2, ge=1, le=64, description="Transcriptions answered at once (POST /v1/audio/...); more: 429."
     )
     max_jobs: int = Field(16, ge=1, le=10_000, description="Jobs queued or running at once; more: 429.")
+    max_requests_per_address: int = Field(
+        2,
+        ge=0,
+        le=10_000,
+        description="File API POSTs one address may have in progress (uploading or transcribing; "
+        "loopback counts like any address); more: 429. 0 = no limit.",
+    )
+    # 3 h: a long lecture, meeting or film still fits, while a few MB of FLAC silence can no longer
+    # ask for a day of work (the job worker is one at a time). Decoded length, not file size, is
+    # what a request costs.
+    max_audio_seconds: float = Field(
+        10800.0,
+        gt=0.0,
+        le=7 * 86400.0,
+        description="Longest audio a request or job may hold once decoded (s); longer: 413.",
+    )
+    # 32 kB/s is 16 kHz PCM16 in real time: whoever can stream live audio can upload this fast.
+    upload_min_rate: int = Field(
+        32_000,
+        ge=0,
+        le=1_000_000_000,
+        description="Slowest average upload (bytes/s) after a 10 s grace; slower: 408. 0 = no minimum.",
+    )
     result_ttl: float = Field(
         86400.0, gt=0.0, le=366 * 86400.0, description="Seconds a finished job's result is kept."
     )

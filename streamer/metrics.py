@@ -102,6 +102,16 @@ RTP_REJECTED = Counter(
 RTP_CONCEALED = Counter(
     "streamer_rtp_concealed_seconds", "Silence inserted for lost RTP packets (s)", ["stream"]
 )
+RTP_KERNEL_DROPS = Counter(
+    "streamer_rtp_kernel_drops",
+    "Datagrams the kernel dropped on an RTP socket because its receive buffer was full",
+    ["stream"],
+)
+INGEST_GAP = Counter(
+    "streamer_ingest_gap_seconds",
+    "Silence written into an ingest stream while no client sent audio (s); not audio lost",
+    ["stream"],
+)
 INGEST_BYTES = Counter("streamer_ingest_bytes", "PCM bytes received on /ingest", ["stream"])
 INGEST_REJECTED = Counter("streamer_ingest_rejected", "/ingest connections or frames refused", ["reason"])
 
@@ -109,6 +119,16 @@ WS_CLIENTS = Gauge("streamer_ws_clients", "Connected WebSocket clients")
 WS_DROPPED_PARTIALS = Counter("streamer_ws_dropped_partials", "Partials dropped for slow clients")
 WS_SLOW_CLOSED = Counter("streamer_ws_slow_clients_closed", "Clients closed for falling behind on finals")
 WS_REJECTED = Counter("streamer_ws_rejected", "WebSocket upgrades or messages refused", ["reason"])
+ADDRESS_LIMIT_REFUSED = Counter(
+    "streamer_address_limit_refused",
+    "WebSocket upgrades (route=ws) or file API requests (route=api) refused by a per-address limit",
+    ["route"],
+)
+API_REFUSED = Counter(
+    "streamer_api_refused",
+    "File API requests refused: busy, per_address, too_slow (upload), too_large, too_long (audio)",
+    ["reason"],
+)
 
 MQTT_PUBLISHES = Counter("streamer_mqtt_publishes", "MQTT messages published", ["kind"])
 MQTT_OUTBOX = Gauge("streamer_mqtt_outbox_depth", "Finals waiting for the MQTT broker")

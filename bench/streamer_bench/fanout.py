@@ -187,6 +187,7 @@ async def _bench(
             "token": token,
             "client_queue": client_queue,
             "max_clients": clients + stuck + 8,
+            "max_clients_per_address": 0,  # every bench client comes from 127.0.0.1
             "replay_finals": 0,
         },
         mqtt={"url": None},

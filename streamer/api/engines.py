@@ -9,6 +9,10 @@ with the same DecodeEngine class, and kept in a small LRU cache (`api.engine_cac
 cache of 0 such requests are refused. A name the resolver does not know, or a model that is
 not installed, is 404 `model_not_found`. Engines never share a model object: the engine sets
 per-decode state on it (the encoder context length).
+
+What a model cannot do is refused before anything is loaded: translation or another language
+on an English-only model (the daemon's own, or a Whisper `.en` checkpoint) is 400 at once, not
+after a second copy of the model (130 MB for base) was read into memory only to be refused.
 """
 
 from __future__ import annotations
@@ -80,6 +84,8 @@ class EnginePool:
             raise ApiError(
                 404, f"The model '{name[:64]}' does not exist.", param="model", code="model_not_found"
             )
+        if self.english_only(name):
+            self._refuse_english_only(name, opts)
         if self.capacity < 1:
             raise ApiError(
                 400,
@@ -154,16 +160,30 @@ class EnginePool:
                 404, f"The model '{name}' cannot be loaded: {e}", param="model", code="model_not_found"
             ) from None
 
+    def english_only(self, name: str) -> bool:
+        """Known without loading it: the daemon's own model says; Whisper names its English-only
+        checkpoints `*.en` (tiny.en ... medium.en, distil-*.en)."""
+        if name == self.default.model_name:
+            return not self.default.multilingual
+        return name.lower().endswith(".en")
+
     @staticmethod
-    def _check(engine: DecodeEngine, opts: TranscribeOptions, close_on_error: bool = False) -> None:
+    def _refuse_english_only(name: str, opts: TranscribeOptions) -> None:
         problem = None
-        if not engine.multilingual and opts.task == "translate":
-            problem = (
-                f"model '{engine.model_name}' is English-only: it cannot translate; use a multilingual model"
-            )
-        elif not engine.multilingual and opts.language not in (None, "en"):
-            problem = f"model '{engine.model_name}' is English-only: it cannot do language '{opts.language}'"
+        if opts.task == "translate":
+            problem = f"model '{name}' is English-only: it cannot translate; use a multilingual model"
+        elif opts.language not in (None, "en"):
+            problem = f"model '{name}' is English-only: it cannot do language '{opts.language}'"
         if problem:
+            raise ApiError(400, problem + ".", param="model" if opts.task == "translate" else "language")
+
+    @classmethod
+    def _check(cls, engine: DecodeEngine, opts: TranscribeOptions, close_on_error: bool = False) -> None:
+        if engine.multilingual:
+            return
+        try:
+            cls._refuse_english_only(engine.model_name, opts)
+        except ApiError:
             if close_on_error:
                 engine.close()
-            raise ApiError(400, problem + ".", param="model" if opts.task == "translate" else "language")
+            raise

@@ -12,10 +12,19 @@ Uploads stream to `api.state_dir`/uploads chunk by chunk (aiohttp's multipart re
 `api.max_upload_mb` (413), and are removed whatever happens to the request. Every file goes
 through runner.FileRun - the pipeline `streamer transcribe` runs. Errors are OpenAI's error JSON.
 
-Priority: a request runs at once on the engine (sharing the daemon's decode queue with the live
-streams); jobs run one at a time, so a queue of long files holds at most one file's decodes in
-the engine at any moment. A lower-than-live priority for file decodes needs a hook in the
-engine's scheduler (a per-request priority class), which the engine does not have yet.
+Hostile clients: the whole body is read before a transcription slot (`api.max_requests`) is
+taken, and it must arrive at `api.upload_min_rate` on average after a grace of UPLOAD_GRACE (408
+otherwise), so a slow upload holds a connection, never a slot. One address may have at most
+`api.max_requests_per_address` uploads or transcriptions in progress (429). The decoded audio is
+bounded by `api.max_audio_seconds` (413): checked on the container's header as soon as the
+upload is in, and counted while decoding, so a file whose header understates its length is cut
+at the limit. A client that hangs up mid-upload is one INFO line, not a traceback.
+
+Priority: a request runs at once on the engine, sharing the daemon's decode queue with the live
+streams but in the scheduler's background tier (FileRun runs its stream with background=True):
+live finals and step decodes always go first, and file decodes do not count as load that
+degrades the live streams. Jobs run one at a time, so a queue of long files holds at most one
+file's decodes in the engine at any moment.
 """
 
 from __future__ import annotations
@@ -28,11 +37,13 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import BodyPartReader, web
 from aiohttp.client_exceptions import ClientConnectionResetError
+from aiohttp.http_exceptions import HttpProcessingError
 
+from streamer import metrics
 from streamer.api.engines import EnginePool
 from streamer.api.jobs import ACTIVE, MAX_ATTEMPTS, Job, JobStore, expired, new_id
 from streamer.api.openai_compat import (
@@ -46,11 +57,12 @@ from streamer.api.openai_compat import (
     render,
     sse,
 )
-from streamer.api.runner import Cancelled, FileRun, audio_duration
+from streamer.api.runner import Cancelled, FileRun, TooLong, audio_duration
 from streamer.audio.decode import probe
 from streamer.errors import SourceError
 from streamer.events import Final, Partial
 from streamer.sinks import formats
+from streamer.sinks.access import address_key
 from streamer.sinks.server import CaptionServer, RequestError
 
 if TYPE_CHECKING:
@@ -62,12 +74,46 @@ log = logging.getLogger(__name__)
 CHUNK = 1 << 16
 MAX_FIELD = 64 * 1024  # a text field (prompt, model, ...) larger than this is not a form we know
 RESULT_KINDS = ("txt", "srt", "vtt", "json")
+# Seconds an upload may take before `api.upload_min_rate` applies: connection set-up, a client
+# that assembles its form before sending the file, a mobile link's slow start.
+UPLOAD_GRACE = 10.0
+_UPLOAD_ROUTES = frozenset({"POST"})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _error_response(e: ApiError) -> web.Response:
     headers = dict(e.headers)
     return web.json_response(e.body(), status=e.status, headers=headers)
+
+
+class _UploadClock:
+    """The body's deadline: by `start + grace + received / min_rate` the next bytes must be in.
+
+    A client sending at `min_rate` or faster is always `grace` seconds ahead of it; one that
+    trickles (a byte a second) meets it at about `grace`. Each read waits only until then.
+    """
+
+    def __init__(self, min_rate: int, grace: float | None = None) -> None:
+        self.min_rate = min_rate
+        self.grace = UPLOAD_GRACE if grace is None else grace
+        self.start = time.monotonic()
+        self.received = 0
+
+    async def read(self, aw: Awaitable[Any]) -> Any:
+        if not self.min_rate:
+            return await aw
+        left = self.start + self.grace + self.received / self.min_rate - time.monotonic()
+        try:
+            return await asyncio.wait_for(aw, max(left, 0.0))
+        except asyncio.TimeoutError:
+            metrics.API_REFUSED.labels("too_slow").inc()
+            raise ApiError(
+                408,
+                f"The upload is too slow: under {self.min_rate} bytes/s on average "
+                f"(api.upload_min_rate, after {self.grace:g} s).",
+                code="upload_too_slow",
+                headers={"Connection": "close"},
+            ) from None
 
 
 class _Upload:
@@ -95,6 +141,7 @@ class FileApi:
         self.store = JobStore(settings.api.state_dir)
         self.limit = int(self.cfg.max_upload_mb * 1_000_000)
         self._active_requests = 0
+        self._per_address: dict[str, int] = {}  # address_key -> POSTs in progress (upload or run)
         self._jobs: dict[str, Job] = {}
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._running: dict[str, FileRun] = {}
@@ -173,15 +220,49 @@ class FileApi:
                     raise ApiError(
                         503, f"The file API is unavailable: {self._unavailable}.", type="server_error"
                     )
-                return await handler(request)
+                if request.method not in _UPLOAD_ROUTES:
+                    return await handler(request)
+                key = address_key(request.remote)
+                self._enter(key)
+                try:
+                    return await handler(request)
+                finally:
+                    self._leave(key)
             except ApiError as e:
                 return _error_response(e)
+            except ConnectionError as e:  # aiohttp's ClientConnectionResetError is one too
+                # The client hung up (mid-upload, mid-stream): its doing, not an error of ours.
+                log.info("file API: %s from %s went away (%s)", request.path, request.remote, e)
+                return web.Response(status=499)
 
         return wrapped
+
+    def _enter(self, key: str) -> None:
+        limit = self.cfg.max_requests_per_address
+        if limit and self._per_address.get(key, 0) >= limit:
+            metrics.API_REFUSED.labels("per_address").inc()
+            metrics.ADDRESS_LIMIT_REFUSED.labels("api").inc()
+            raise ApiError(
+                429,
+                f"Too many requests in progress from one address (api.max_requests_per_address = "
+                f"{limit}); wait for one to finish.",
+                type="rate_limit_error",
+                code="rate_limit_exceeded",
+                headers={"Retry-After": "5", "Connection": "close"},
+            )
+        self._per_address[key] = self._per_address.get(key, 0) + 1
+
+    def _leave(self, key: str) -> None:
+        left = self._per_address.get(key, 1) - 1
+        if left > 0:
+            self._per_address[key] = left
+        else:
+            self._per_address.pop(key, None)
 
     async def _receive(self, request: web.Request) -> _Upload:
         """Read the multipart form; the file part goes to disk. Raises ApiError (file removed)."""
         if request.content_length is not None and request.content_length > self.limit + MAX_FIELD:
+            metrics.API_REFUSED.labels("too_large").inc()
             raise ApiError(413, self._too_large(), code="file_too_large", headers={"Connection": "close"})
         if not request.content_type.startswith("multipart/form-data"):
             raise ApiError(
@@ -190,10 +271,11 @@ class FileApi:
                 param="file",
             )
         up = _Upload()
+        clock = _UploadClock(self.cfg.upload_min_rate)
         try:
             reader = await request.multipart()
             while True:
-                part = await reader.next()
+                part = await clock.read(reader.next())
                 if part is None:
                     break
                 if not isinstance(part, BodyPartReader):
@@ -205,9 +287,11 @@ class FileApi:
                     up.filename = part.filename[:200]
                     up.path = self.store.tmp / f"up_{secrets.token_hex(8)}"
                     with up.path.open("wb") as f:
-                        while chunk := await part.read_chunk(CHUNK):
+                        while chunk := await clock.read(part.read_chunk(CHUNK)):
                             up.size += len(chunk)
+                            clock.received += len(chunk)
                             if up.size > self.limit:
+                                metrics.API_REFUSED.labels("too_large").inc()
                                 raise ApiError(
                                     413,
                                     self._too_large(),
@@ -217,8 +301,9 @@ class FileApi:
                             f.write(chunk)
                 else:
                     data = bytearray()
-                    while chunk := await part.read_chunk(CHUNK):
+                    while chunk := await clock.read(part.read_chunk(CHUNK)):
                         data += chunk
+                        clock.received += len(chunk)
                         if len(data) > MAX_FIELD:
                             raise ApiError(400, f"Form field {name[:40]!r} is too large.", param=name[:40])
                     up.fields.setdefault(name, []).append(data.decode("utf-8", "replace"))
@@ -226,12 +311,13 @@ class FileApi:
             up.discard()
             raise
         except (ConnectionError, ClientConnectionResetError, asyncio.CancelledError):
-            up.discard()
-            log.info("file API: client went away during the upload")
+            up.discard()  # the caller logs the one line (_guard)
             raise
-        except ValueError as e:  # a malformed multipart body, or one cut short
+        except (ValueError, HttpProcessingError) as e:  # a malformed multipart body, or one cut short
+            # (a part's header with a control character is an HttpProcessingError, not a ValueError)
             up.discard()
-            raise ApiError(400, f"Malformed multipart body: {str(e)[:200]}") from None
+            message = e.message if isinstance(e, HttpProcessingError) else str(e)
+            raise ApiError(400, f"Malformed multipart body: {str(message)[:200]}") from None
         except BaseException:
             up.discard()
             raise
@@ -254,7 +340,7 @@ class FileApi:
         assert up.path is not None
         try:
             await asyncio.to_thread(probe, up.path)
-            return await asyncio.to_thread(audio_duration, up.path)
+            duration = await asyncio.to_thread(audio_duration, up.path)
         except SourceError as e:
             # The message names our temporary file; the client knows its file by its own name.
             msg = str(e).replace(f"'{up.path}'", repr(up.filename or "file"))
@@ -265,6 +351,32 @@ class FileApi:
             raise ApiError(
                 400, f"Unsupported or corrupt audio: {str(e)[:200]}", param="file", code="invalid_audio"
             ) from None
+        if duration > self.cfg.max_audio_seconds:
+            # What the header says; a header that says less is caught while decoding (TooLong).
+            raise self._too_long(f"the file declares {duration:.0f} s")
+        return duration
+
+    def _too_long(self, what: str) -> ApiError:
+        metrics.API_REFUSED.labels("too_long").inc()
+        limit = self.cfg.max_audio_seconds
+        return ApiError(
+            413,
+            f"The audio is longer than this server accepts ({limit:g} s, api.max_audio_seconds): {what}. "
+            "Split it, or ask the operator to raise the limit.",
+            param="file",
+            code="audio_too_long",
+        )
+
+    def _busy(self) -> ApiError:
+        metrics.API_REFUSED.labels("busy").inc()
+        return ApiError(
+            429,
+            f"Too many transcriptions at once (api.max_requests = {self.cfg.max_requests}); "
+            "retry shortly or use POST /v1/jobs for long files.",
+            type="rate_limit_error",
+            code="rate_limit_exceeded",
+            headers={"Retry-After": "5"},
+        )
 
     # --- OpenAI audio --------------------------------------------------------------------------
     async def _transcriptions(self, request: web.Request) -> web.StreamResponse:
@@ -275,37 +387,35 @@ class FileApi:
 
     async def _audio(self, request: web.Request, task: Task) -> web.StreamResponse:
         if self._active_requests >= self.cfg.max_requests:
-            raise ApiError(
-                429,
-                f"Too many transcriptions at once (api.max_requests = {self.cfg.max_requests}); "
-                "retry shortly or use POST /v1/jobs for long files.",
-                type="rate_limit_error",
-                code="rate_limit_exceeded",
-                headers={"Retry-After": "5"},
-            )
-        self._active_requests += 1
-        up: _Upload | None = None
+            # Full already: say so before the client sends a body that would be thrown away.
+            raise self._busy()
+        up = await self._receive(request)
         engine: DecodeEngine | None = None
+        slot = False
         try:
-            up = await self._receive(request)
             opts = parse_form(up.fields, task)
             duration = await self._probe(up)
+            # The slot is taken only now that the whole body is here: a slow upload never holds one.
+            if self._active_requests >= self.cfg.max_requests:
+                raise self._busy()
+            self._active_requests += 1
+            slot = True
             engine = await asyncio.to_thread(self.pool.acquire, opts)
             assert up.path is not None
             if opts.stream:
                 return await self._stream(request, engine, up.path, opts)
-            run = FileRun(self.settings, engine, up.path, opts)
+            run = FileRun(self.settings, engine, up.path, opts, max_seconds=self.cfg.max_audio_seconds)
             finals = await self._run_watched(request, run)
             if finals is None:
                 return web.Response(status=499)  # nobody is listening any more
             body, ctype = render(opts, finals, duration, self.settings.layout.rules())
             return web.Response(body=body.encode(), headers={"Content-Type": ctype})
         finally:
-            self._active_requests -= 1
+            if slot:
+                self._active_requests -= 1
             if engine is not None:
                 self.pool.release(engine)
-            if up is not None:
-                up.discard()
+            up.discard()
 
     async def _run_watched(self, request: web.Request, run: FileRun) -> list[Final] | None:
         """Run in a thread; stop it if the client hangs up. None if it was stopped."""
@@ -322,6 +432,8 @@ class FileApi:
             return task.result()
         except Cancelled:
             return None
+        except TooLong:
+            raise self._too_long("its decoded audio goes on past that") from None
         except SourceError as e:
             raise ApiError(
                 400, f"Unsupported or corrupt audio: {e}", param="file", code="invalid_audio"
@@ -342,7 +454,9 @@ class FileApi:
             if isinstance(ev, Final) and ev.text.strip():
                 loop.call_soon_threadsafe(events.put_nowait, ev)
 
-        run = FileRun(self.settings, engine, path, opts, on_event=on_event)
+        run = FileRun(
+            self.settings, engine, path, opts, on_event=on_event, max_seconds=self.cfg.max_audio_seconds
+        )
         task = asyncio.ensure_future(asyncio.to_thread(run.run))
         task.add_done_callback(lambda _t: events.put_nowait(None))
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"})
@@ -359,6 +473,8 @@ class FileApi:
             try:
                 finals = task.result()
                 await resp.write(sse(done_event(full_text(finals))))
+            except TooLong:
+                await resp.write(sse(self._too_long("its decoded audio goes on past that").body()))
             except (SourceError, Cancelled) as e:
                 err = ApiError(400, f"Transcription failed: {e}", code="invalid_audio")
                 await resp.write(sse(err.body()))
@@ -513,7 +629,9 @@ class FileApi:
         except ApiError as e:
             self._finish(job, "failed", e.message)
             return
-        run = FileRun(self.settings, engine, self.store.input_path(job), opts)
+        run = FileRun(
+            self.settings, engine, self.store.input_path(job), opts, max_seconds=self.cfg.max_audio_seconds
+        )
         self._running[job.id] = run
         task = asyncio.ensure_future(asyncio.to_thread(run.run))
         try:
@@ -534,6 +652,14 @@ class FileApi:
                 self.store.save(job)
                 return
             await asyncio.to_thread(self.store.remove, job.id)  # deleted by the client
+            return
+        except TooLong as e:
+            self._finish(
+                job,
+                "failed",
+                f"the decoded audio is longer than {e.limit:g} s (api.max_audio_seconds); "
+                "only that much was read",
+            )
             return
         except SourceError as e:
             self._finish(job, "failed", str(e).replace(str(self.store.input_path(job)), job.filename))

@@ -27,6 +27,15 @@ class Cancelled(Exception):
     """The run was stopped before the end of the file."""
 
 
+class TooLong(Exception):
+    """The decoded audio went on past the limit (`api.max_audio_seconds`), whatever the file's
+    header said; the run stopped there."""
+
+    def __init__(self, limit: float) -> None:
+        super().__init__(f"the audio is longer than {limit:g} s")
+        self.limit = limit
+
+
 def audio_duration(path: Path) -> float:
     """Seconds of audio the container declares (0 if it does not say)."""
     with av.open(str(path)) as c:
@@ -57,8 +66,10 @@ class FileRun:
         path: Path,
         opts: TranscribeOptions,
         on_event: Callable[[Partial | Final], None] | None = None,
+        max_seconds: float | None = None,
     ) -> None:
         self.settings = file_settings(settings, opts)
+        self.max_seconds = max_seconds
         self.engine = engine
         self.path = path
         self.on_event = on_event
@@ -75,7 +86,8 @@ class FileRun:
             stream.stop()  # type: ignore[attr-defined]
 
     def run(self) -> list[Final]:
-        """Blocking: the file's finals in order. Raises Cancelled, or SourceError for bad audio."""
+        """Blocking: the file's finals in order. Raises Cancelled, TooLong, or SourceError for bad
+        audio."""
         finals: list[Final] = []
 
         def collect(ev: Partial | Final | Status) -> None:
@@ -87,7 +99,8 @@ class FileRun:
             if self.on_event is not None:
                 self.on_event(ev)
 
-        source = FileSource(self.path, realtime=False)  # probes: SourceError names the problem
+        # Probes (SourceError names the problem), and stops at max_seconds of decoded audio.
+        source = FileSource(self.path, realtime=False, max_seconds=self.max_seconds)
         with self._lock:
             if self._stopped.is_set():
                 raise Cancelled()
@@ -98,6 +111,9 @@ class FileRun:
         stream.join()
         if self._stopped.is_set():
             raise Cancelled()
+        if source.cut:
+            assert self.max_seconds is not None
+            raise TooLong(self.max_seconds)
         if stream.error:
             raise SourceError(stream.error)
         return finals

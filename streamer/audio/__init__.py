@@ -99,7 +99,7 @@ def open_source(spec: str, settings: Settings, stream: str | None = None, key: s
     if parsed.kind == "stdin":
         return StdinSource(parsed.rate)
     if parsed.kind == "ingest":
-        return IngestSource()
+        return IngestSource(stream=stream or settings.stream)
     if parsed.kind == "demo":
         return DemoSource()
     return MicSource(parsed.device)

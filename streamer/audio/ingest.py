@@ -6,6 +6,13 @@ feeds a stream at a time. When it goes away, a little silence follows its audio 
 activity detector closes the utterance and its final comes out, as it would after a speaker
 stopped; the stream then waits for the next client.
 
+That silence stands for time in which nobody sent audio, so it is written at the pace of the wall
+clock (never more of it than time has passed) and stops as soon as a client sends again; only a
+client that sent audio since the last gap earns a new one. Clients that reconnect over and over
+therefore cannot push seconds of silence per reconnect into the ring (faster than the stream can
+read, which the stream would report as audio it dropped). The silence is counted on its own,
+`streamer_ingest_gap_seconds`, and in `gap_seconds` of the source's status.
+
 `IngestPacer` is the rate limit, free of I/O: a client may run ahead of real time by `burst`
 seconds of audio (a browser sends in bursts after a hiccup), not more.
 """
@@ -14,9 +21,11 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 
 import numpy as np
 
+from streamer import metrics
 from streamer.audio.resample import s16le_to_float
 from streamer.audio.ring import SAMPLE_RATE, RingBuffer
 from streamer.audio.source import Source
@@ -25,6 +34,8 @@ from streamer.audio.source import Source
 TAIL_SECONDS = 1.5
 _QUEUE_FRAMES = 256
 _STOP_POLL = 0.2
+#: While a gap's silence is owed, the capture thread wakes this often to write the time passed.
+_GAP_STEP = 0.05
 
 
 class IngestPacer:
@@ -55,8 +66,10 @@ class IngestSource(Source):
     live = True
     listening = True  # ready as soon as the server takes connections
 
-    def __init__(self, tail: float = TAIL_SECONDS) -> None:
+    def __init__(self, tail: float = TAIL_SECONDS, *, stream: str = "main") -> None:
         self.tail = tail
+        self.stream = stream
+        self.gap_seconds = 0.0  # silence written for gaps between clients (not audio lost)
         self._queue: queue.Queue[np.ndarray | None] = queue.Queue(_QUEUE_FRAMES)
         self._lock = threading.Lock()
         self._client: str | None = None
@@ -96,16 +109,44 @@ class IngestSource(Source):
         if self.on_state is not None:
             self.on_state(state, detail)
 
+    def status(self) -> dict[str, object]:
+        return {
+            "client": self._client,
+            "gap_seconds": round(self.gap_seconds, 3),
+            "dropped_frames": self.dropped_frames,
+        }
+
+    def _silence(self, ring: RingBuffer, samples: int) -> None:
+        if samples <= 0:
+            return
+        ring.write(np.zeros(samples, dtype=np.float32))
+        self.gap_seconds += samples / SAMPLE_RATE
+        metrics.INGEST_GAP.labels(self.stream).inc(samples / SAMPLE_RATE)
+
     def run(self, ring: RingBuffer, stop: threading.Event) -> None:
         if self._client is None:
             self._notify("waiting", "waiting for an /ingest client")
+        owed = 0  # samples of silence still due for the gap after a client left
+        since = 0.0  # monotonic time up to which the gap's silence has been written
+        earned = False  # audio arrived since the last gap: the next departure ends an utterance
         while not stop.is_set() and not ring.closed:
             try:
-                block = self._queue.get(timeout=_STOP_POLL)
+                block = self._queue.get(timeout=_GAP_STEP if owed else _STOP_POLL)
             except queue.Empty:
-                continue
+                block = np.zeros(0, dtype=np.float32)
+            if owed:
+                # Only as much silence as wall time has passed: a gap, not a burst.
+                now = time.monotonic()
+                n = min(owed, int((now - since) * SAMPLE_RATE))
+                if n > 0:
+                    self._silence(ring, n)
+                    owed -= n
+                    since += n / SAMPLE_RATE
             if block is None:  # the client left: let the open utterance end
-                ring.write(np.zeros(int(self.tail * SAMPLE_RATE), dtype=np.float32))
+                if earned:
+                    owed, since, earned = int(self.tail * SAMPLE_RATE), time.monotonic(), False
                 self._notify("quiet", "no ingest client")
             elif block.shape[0]:
+                owed = 0  # a client speaks again: the gap is over
+                earned = True
                 ring.write(block)

@@ -14,14 +14,22 @@ Options, as URL query parameters (the same for both forms, so each stream carrie
                      kernel's choice, usually the default route's interface)
 
 The thread here only moves bytes: every decision is in `RtpSession` (streamer.audio.rtpsession).
+
+Datagrams the kernel drops because the socket's receive buffer is full never reach the session,
+so the jitter buffer can only call them lost. The socket asks for SO_RXQ_OVFL (Linux): every
+datagram then carries the socket's drop counter, exported as `streamer_rtp_kernel_drops` and
+`kernel_drops` in the source's status, so a receiver that falls behind is told apart from a lossy
+network.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import socket
 import struct
+import sys
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -42,6 +50,9 @@ _TICK = 0.005  # how often the receiver wakes without a datagram: releases held 
 _METRICS_EVERY = 0.25
 _RCVBUF = 1 << 20
 _MAX_DATAGRAM = 65536
+# Linux's SO_RXQ_OVFL (asm-generic/socket.h); Python's socket module does not name it.
+SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40)
+_ANCILLARY = socket.CMSG_SPACE(4)
 
 
 class RtpSpecError(ValueError):
@@ -172,6 +183,8 @@ def _bind(host: str, port: int, iface: str | None = None) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
+        with contextlib.suppress(OSError):  # not Linux: kernel drops stay unknown (status: None)
+            sock.setsockopt(socket.SOL_SOCKET, SO_RXQ_OVFL, 1)
         if addr.is_multicast:
             # Binding to the group (not 0.0.0.0) keeps other groups on the same port out.
             sock.bind((str(addr), port))
@@ -209,6 +222,23 @@ class RtpSource(Source):
         self.port = self._sock.getsockname()[1]
         self._reported = RtpStats()
         self._reported_jitter: dict[str, int] = {}
+        self.kernel_drops: int | None = self._rxq_ovfl_enabled()  # None: this kernel does not say
+        self._reported_kernel_drops = 0
+
+    def _rxq_ovfl_enabled(self) -> int | None:
+        assert self._sock is not None
+        try:
+            on = self._sock.getsockopt(socket.SOL_SOCKET, SO_RXQ_OVFL)
+        except OSError:
+            return None
+        return 0 if on else None
+
+    def _on_ancillary(self, ancdata: list[tuple[int, int, bytes]]) -> None:
+        for level, kind, data in ancdata:
+            if level == socket.SOL_SOCKET and kind == SO_RXQ_OVFL and len(data) >= 4:
+                # The socket's drop counter when this datagram was queued (cumulative, u32).
+                count = int.from_bytes(data[:4], "little" if sys.byteorder == "little" else "big")
+                self.kernel_drops = max(self.kernel_drops or 0, count)
 
     @property
     def description(self) -> str:
@@ -233,6 +263,7 @@ class RtpSource(Source):
             "malformed": s.malformed.total(),
             "rejected": s.rejected,
             "concealed_seconds": round(s.concealed_seconds, 3),
+            "kernel_drops": self.kernel_drops,
         }
 
     def run(self, ring: RingBuffer, stop: threading.Event) -> None:
@@ -253,13 +284,15 @@ class RtpSource(Source):
                 while True:
                     sock.settimeout(timeout)
                     try:
-                        data, addr = sock.recvfrom(_MAX_DATAGRAM)
+                        data, ancdata, _flags, addr = sock.recvmsg(_MAX_DATAGRAM, _ANCILLARY)
                     except (TimeoutError, BlockingIOError):
                         break
                     except OSError as e:
                         raise SourceError(
                             f"RTP socket on {self.host}:{self.port}: {e.strerror or e}"
                         ) from None
+                    if ancdata:
+                        self._on_ancillary(ancdata)
                     audio = self.session.on_datagram(data, addr[0], time.monotonic())
                     if audio.shape[0]:
                         ring.write(audio)
@@ -300,6 +333,9 @@ class RtpSource(Source):
         metrics.RTP_BYTES.labels(name).inc(s.bytes - r.bytes)
         metrics.RTP_REJECTED.labels(name).inc(s.rejected - r.rejected)
         metrics.RTP_CONCEALED.labels(name).inc(max(0.0, s.concealed_seconds - r.concealed_seconds))
+        if self.kernel_drops is not None and self.kernel_drops > self._reported_kernel_drops:
+            metrics.RTP_KERNEL_DROPS.labels(name).inc(self.kernel_drops - self._reported_kernel_drops)
+            self._reported_kernel_drops = self.kernel_drops
         for kind, n in s.malformed.items():
             metrics.RTP_MALFORMED.labels(name, kind).inc(n - r.malformed[kind])
         now_j = {"lost": j.lost, "reordered": j.reorders, "late": j.late, "duplicate": j.duplicates}

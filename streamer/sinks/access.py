@@ -7,6 +7,10 @@ Three checks, applied to every HTTP request and WebSocket upgrade:
   and the daemon share an origin, and only the `Host` header (`attacker.example:8765`) betrays it.
   Accepted: IP literals (a rebinding attack always uses a name), `localhost`, the bound host name,
   the machine's own names when bound to every interface, and `server.allowed_hosts` (`"*"` = any).
+  It holds for every request form: a request without `Host` (HTTP/1.0, 0.9) is refused, since
+  nothing then says which site the client meant, and an absolute-form request line
+  (`GET http://evil.example/ HTTP/1.1`) is judged by the name in it as well (`target_host`),
+  since RFC 9112 §3.2.2 makes that name, not the `Host` header, the one the request is for.
 - `origin_ok`: a browser request from another site's page carries that site's `Origin`. Accepted:
   no `Origin` (non-browser clients: the token protects them), the daemon's own origin (the
   caption pages it serves), and `server.allowed_origins` (`"*"` = any).
@@ -61,15 +65,48 @@ def bound_names(bind_host: str, machine_names: Iterable[str] = ()) -> frozenset[
 
 
 def host_ok(host_header: str | None, names: frozenset[str], allowed: Iterable[str]) -> bool:
-    if host_header is None:
-        return True  # HTTP/1.0 without Host: not a browser, nothing to rebind
     allowed_set = {a.strip().lower() for a in allowed}
     if "*" in allowed_set:
         return True
+    if host_header is None:
+        return False  # no name at all: the check could not hold, so it refuses
     name = split_host(host_header)
     if not name:
         return False
     return is_ip(name) or name in names or name in allowed_set or name.endswith(".localhost")
+
+
+def target_host(raw_target: str) -> str | None:
+    """The authority named by an absolute-form request target (`http://name:port/path`), "" if
+    the target is absolute but names none, None for the usual origin-form (`/path`) or `*`."""
+    if raw_target.startswith("/") or raw_target == "*":
+        return None
+    try:
+        return urlsplit(raw_target).netloc.rpartition("@")[2]
+    except ValueError:
+        return ""
+
+
+def address_key(peer: str | None) -> str:
+    """Whom a per-address limit counts a connection against (sans-I/O).
+
+    An IPv4 address is itself (IPv4-mapped IPv6 included, so one host is not two); an IPv6
+    address counts by its /64, the block one subscriber gets, else one host could take a new
+    address per connection. Loopback counts like any address: every local process shares it.
+    """
+    if not peer:
+        return "unknown"
+    try:
+        ip = ipaddress.ip_address(peer.split("%", 1)[0])
+    except ValueError:
+        return peer[:64]
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        if ip.is_loopback:
+            return str(ip)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 def origin_ok(allowed: Iterable[str] | None, origin: str | None, host_header: str | None) -> bool:

@@ -25,6 +25,7 @@ from aiohttp import WSMsgType, web
 from streamer import metrics
 from streamer.audio.ingest import IngestBusy, IngestPacer, IngestSource
 from streamer.sinks.access import token_ok
+from streamer.sinks.wsguard import StrictWebSocketResponse
 
 if TYPE_CHECKING:
     from streamer.sinks.context import SinkContext
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 
 CLOSE_UNSUPPORTED_DATA = 1003
 CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
 CLOSE_TRY_AGAIN = 1013
 
 
@@ -69,7 +71,11 @@ class IngestRoute:
             return self._refuse(
                 404, f"no stream {name!r} takes ingest (streams with source 'ingest': {takers})", "stream"
             )
-        ws = web.WebSocketResponse(max_msg_size=self.cfg.ingest_max_frame, heartbeat=self.cfg.ping_interval)
+        # aiohttp refuses a message of max_msg_size bytes or more; the limit here is the largest
+        # frame allowed, so one more (and the explicit check below, whatever aiohttp does).
+        ws = StrictWebSocketResponse(
+            max_msg_size=self.cfg.ingest_max_frame + 1, heartbeat=self.cfg.ping_interval
+        )
         if not ws.can_prepare(request).ok:
             return self._refuse(426, "this route is for WebSocket upgrades only", "not_websocket")
         await ws.prepare(request)
@@ -86,6 +92,10 @@ class IngestRoute:
             async for msg in ws:
                 if msg.type is WSMsgType.BINARY:
                     data: bytes = msg.data
+                    if len(data) > self.cfg.ingest_max_frame:
+                        metrics.INGEST_REJECTED.labels("too_big").inc()
+                        await ws.close(code=CLOSE_TOO_BIG, message=b"frame over server.ingest_max_frame")
+                        break
                     if len(data) % 2:
                         metrics.INGEST_REJECTED.labels("odd_frame").inc()
                         await ws.close(

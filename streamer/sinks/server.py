@@ -2,7 +2,8 @@
 
 Routes: `/ws` (WebSocket captions), `/` and the page's static files (clients/web), `/health`,
 `/metrics`, `/streams`, `/transcript/{stream}.{txt|srt|vtt|json|jsonl}`, and whatever extra
-routes the daemon adds (the OpenAI-style file API, streamer/sinks/api.py). See docs/protocol.md.
+routes the daemon adds (the OpenAI-style file API, streamer/api/http.py; audio ingest,
+streamer/sinks/ingest.py). See docs/protocol.md.
 
 Why aiohttp: the server first used websockets' asyncio server with HTTP routes through its
 `process_request` hook, which sees only a request line and headers - no request body, no
@@ -20,9 +21,12 @@ written straight to its transport (no task switch); otherwise the client's own s
 for the socket to drain, so a slow socket only ever fills its own queue, and the queue policy
 (clients.py) decides what to drop and when to disconnect.
 
-Access (access.py): `Host` must name this daemon (DNS rebinding), browsers' `Origin` must be the
-daemon's own or in `server.allowed_origins`, and the token guards `/ws`, `/metrics`,
-`/transcript/...` and the file API.
+Access (access.py): `Host` must name this daemon (DNS rebinding) in every request form (a request
+without `Host` is refused, an absolute-form request line is judged by the name in it too),
+browsers' `Origin` must be the daemon's own or in `server.allowed_origins`, and the token guards
+`/ws`, `/metrics`, `/transcript/...` and the file API. One address may hold at most
+`server.max_clients_per_address` WebSocket clients, so one local process cannot take every
+viewer slot. Client frames must be masked (wsguard.py, RFC 6455 §5.1).
 """
 
 from __future__ import annotations
@@ -51,8 +55,18 @@ from websockets.frames import Frame, Opcode
 from streamer import metrics
 from streamer.events import Final, Hello, Partial
 from streamer.sinks import formats, health
-from streamer.sinks.access import WILDCARD_HOSTS, bound_names, host_ok, is_loopback, origin_ok, token_ok
+from streamer.sinks.access import (
+    WILDCARD_HOSTS,
+    address_key,
+    bound_names,
+    host_ok,
+    is_loopback,
+    origin_ok,
+    target_host,
+    token_ok,
+)
 from streamer.sinks.clients import CLOSE_TOO_SLOW, ClientQueue, Item, Kind, Push, too_slow_reason
+from streamer.sinks.wsguard import StrictWebSocketResponse
 
 # One id per daemon process: `seq` restarts with it (see Hello.session).
 SESSION_ID = os.urandom(8).hex()
@@ -76,6 +90,9 @@ _STATIC_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")
 # What the pages are made of; anything else in the folder (its __init__.py) is not served.
 _STATIC_SUFFIXES = (".html", ".js", ".css")
 _STREAM_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+# A final's seq: ASCII digits only (str.isdigit() also takes '²', which int() refuses) and at most
+# 18 of them, so int() never meets Python's 4300-digit limit and the value fits any JSON reader.
+_SINCE = re.compile(r"[0-9]{1,18}")
 
 
 def default_web_dir() -> Path:
@@ -84,13 +101,17 @@ def default_web_dir() -> Path:
 
 
 class _ClientErrorFilter(logging.Filter):
-    """Malformed requests (a 20 kB request line, garbage) are the client's problem: aiohttp logs
-    them at ERROR with a traceback; they become one bounded DEBUG line here."""
+    """Malformed requests (a 20 kB request line, garbage) and peers that hang up mid-request are
+    the client's doing: aiohttp logs them at ERROR with a traceback; they become one bounded line
+    here (DEBUG for garbage, INFO for a lost connection, which an operator may want to see)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, HttpProcessingError) and 400 <= (exc.code or 0) < 500:
             log.debug("refused a malformed HTTP request: %s", _shown(str(exc.message), 120))
+            return False
+        if isinstance(exc, ConnectionError):
+            log.info("a client went away mid-request: %s", _shown(str(exc) or type(exc).__name__, 120))
             return False
         return True
 
@@ -124,7 +145,9 @@ def _flag(value: str, name: str) -> bool:
         return True
     if v in ("0", "false", "no", "off"):
         return False
-    raise RequestError(400, f"query parameter '{name}' must be true or false, got {value!r}", "bad_query")
+    raise RequestError(
+        400, f"query parameter '{name}' must be true or false, got {_shown(value, 40)!r}", "bad_query"
+    )
 
 
 def parse_ws_query(query: str, streams: list[str], default_stream: str) -> WsParams:
@@ -132,13 +155,15 @@ def parse_ws_query(query: str, streams: list[str], default_stream: str) -> WsPar
     q = parse_qs(query, keep_blank_values=True)
     stream = q.get("stream", [default_stream])[-1] or default_stream
     if stream not in streams:
-        raise RequestError(404, f"unknown stream {stream!r}; streams: {', '.join(streams)}", "unknown_stream")
+        raise RequestError(
+            404, f"unknown stream {_shown(stream, 64)!r}; streams: {', '.join(streams)}", "unknown_stream"
+        )
     since: int | None = None
     if "since" in q and q["since"][-1] != "":
         raw = q["since"][-1]
-        if not raw.isdigit():
+        if not _SINCE.fullmatch(raw):
             raise RequestError(
-                400, f"query parameter 'since' must be a final seq >= 0, got {raw!r}", "bad_query"
+                400, f"query parameter 'since' must be a final seq >= 0, got {_shown(raw, 40)!r}", "bad_query"
             )
         since = int(raw)
     partials = _flag(q["partials"][-1], "partials") if "partials" in q else True
@@ -221,6 +246,7 @@ class CaptionServer:
         self._status_extra = status_extra
         self._clients: dict[str, set[_Client]] = {}
         self._n_clients = 0
+        self._per_address: dict[str, int] = {}  # address_key -> WebSocket clients connected
         self._runner: web.AppRunner | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._unsubscribe: Callable[[], None] | None = None
@@ -426,6 +452,8 @@ class CaptionServer:
     def _register(self, c: _Client) -> None:
         self._clients.setdefault(c.params.stream, set()).add(c)
         self._n_clients += 1
+        key = address_key(c.peer)
+        self._per_address[key] = self._per_address.get(key, 0) + 1
         metrics.WS_CLIENTS.set(self._n_clients)
 
     def _unregister(self, c: _Client) -> None:
@@ -433,24 +461,48 @@ class CaptionServer:
         if group is not None and c in group:
             group.discard(c)
             self._n_clients -= 1
+            key = address_key(c.peer)
+            left = self._per_address.get(key, 1) - 1
+            if left > 0:
+                self._per_address[key] = left
+            else:
+                self._per_address.pop(key, None)
             metrics.WS_CLIENTS.set(self._n_clients)
+
+    def _address_full(self, peer: str) -> str | None:
+        """Why one more WebSocket client from `peer` is refused (None: it is not)."""
+        limit = self.cfg.max_clients_per_address
+        if limit and self._per_address.get(address_key(peer), 0) >= limit:
+            return f"too many clients from one address (server.max_clients_per_address = {limit})"
+        return None
 
     async def _server_header(self, request: web.Request, response: web.StreamResponse) -> None:
         # Our name and version, as before the move, rather than aiohttp's and Python's versions.
         response.headers["Server"] = f"streamer/{self.ctx.version}"
 
     # --- access --------------------------------------------------------------------------------
+    def _check_host(self, request: web.Request) -> None:
+        host = request.headers.get("Host")
+        if host is None and "*" not in self.cfg.allowed_hosts:
+            raise RequestError(400, "a Host header is required (it must name this server)", "host")
+        named = [host]
+        target = target_host(request.raw_path)
+        if target is not None:
+            named.append(target)  # absolute-form: the name in the request line counts too
+        for name in named:
+            if not host_ok(name, self._host_names, self.cfg.allowed_hosts):
+                raise RequestError(
+                    403,
+                    f"host {_shown(name or '')!r} is not a name of this server (server.allowed_hosts)",
+                    "host",
+                )
+
     @web.middleware
     async def _access_middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         host = request.headers.get("Host")
         is_ws = request.path == "/ws"
         try:
-            if not host_ok(host, self._host_names, self.cfg.allowed_hosts):
-                raise RequestError(
-                    403,
-                    f"host {_shown(host or '')!r} is not a name of this server (server.allowed_hosts)",
-                    "host",
-                )
+            self._check_host(request)
             origin = request.headers.get("Origin")
             if not origin_ok(self.cfg.allowed_origins, origin, host):
                 raise RequestError(
@@ -489,12 +541,17 @@ class CaptionServer:
             raise RequestError(
                 503, f"too many clients (server.max_clients = {self.cfg.max_clients})", "max_clients"
             )
+        full = self._address_full(str(request.remote))
+        if full is not None:
+            # 429, not 503: the server has room, this address has had its share.
+            metrics.ADDRESS_LIMIT_REFUSED.labels("ws").inc()
+            raise RequestError(429, full, "per_address")
         names = self._stream_names()
         return parse_ws_query(request.query_string, names, names[0])
 
     async def _ws(self, request: web.Request) -> web.StreamResponse:
         params = self._check_upgrade(request)
-        ws = web.WebSocketResponse(
+        ws = StrictWebSocketResponse(
             heartbeat=self.cfg.ping_interval,
             max_msg_size=MAX_CONTROL_MESSAGE,
             compress=False,  # per-client zlib was the largest CPU cost of the fan-out
@@ -515,6 +572,12 @@ class CaptionServer:
             metrics.WS_REJECTED.labels("max_clients").inc()
             reason = f"too many clients (server.max_clients = {self.cfg.max_clients})"
             await ws.close(code=CLOSE_TRY_AGAIN, message=reason.encode())
+            return ws
+        full = self._address_full(peer)
+        if full is not None:  # as above: upgrades from one address racing past the first check
+            metrics.WS_REJECTED.labels("per_address").inc()
+            metrics.ADDRESS_LIMIT_REFUSED.labels("ws").inc()
+            await ws.close(code=CLOSE_TRY_AGAIN, message=full.encode())
             return ws
         # Snapshot the finals and register for live events in the same loop step, with no await
         # in between: a final is then either in the snapshot or dispatched to this client later
@@ -630,12 +693,15 @@ class CaptionServer:
                 h = stream.health()
                 doc["state"] = h.get("state")
                 doc["source"] = h.get("source")
+                source_status = _source_status(stream)
+                if source_status is not None:
+                    doc["source_status"] = source_status
             doc["clients"] = len(self._clients.get(name, ()))
             out.append(doc)
         return _json_response(200, out)
 
     async def _health(self, request: web.Request) -> web.Response:
-        streams = {name: dict(s.health()) for name, s in self.ctx.streams.items()}
+        streams = {name: _with_source_status(s) for name, s in self.ctx.streams.items()}
         extra: dict[str, Any] = {
             "version": self.ctx.version,
             "model": self.ctx.model,
@@ -687,6 +753,29 @@ class CaptionServer:
         if ctype.startswith("text/") or ctype in ("application/javascript", "text/javascript"):
             ctype += "; charset=utf-8"
         return _response(200, data, ctype)
+
+
+def _source_status(stream: Any) -> dict[str, Any] | None:
+    """What a network source counts itself (RTP: kernel drops, jitter; ingest: gaps): sources
+    that have a `status()` report it beside the stream's own health, read at the edge so the
+    stream itself needs no field for it."""
+    status = getattr(getattr(stream, "source", None), "status", None)
+    if not callable(status):
+        return None
+    try:
+        doc = status()
+    except Exception:  # a status is a courtesy; /health must answer whatever a source does
+        log.debug("source status failed", exc_info=True)
+        return None
+    return dict(doc) if isinstance(doc, dict) else None
+
+
+def _with_source_status(stream: Any) -> dict[str, Any]:
+    doc = dict(stream.health())
+    source_status = _source_status(stream)
+    if source_status is not None:
+        doc["source_status"] = source_status
+    return doc
 
 
 def _bytes(payload: bytes | str) -> bytes:
