@@ -111,7 +111,9 @@ def test_without_portaudio_the_default_source_falls_back_to_the_captioned_demo(t
     assert mine[1] == f"streamer: captions at http://127.0.0.1:{port}/\n"
     finals = [json.loads(x) for x in run.out if x.startswith("{") and '"final"' in x]
     text = " ".join(f["text"] for f in finals).lower()
-    assert "captioning" in text or "streamer" in text or "microphone" in text, text
+    # The demo's words (its first utterance is "And so, my fellow Americans,"); what tiny.en makes
+    # of the whole recording is checked in test_console.py.
+    assert any(w in text for w in ("americans", "fellow", "country")), text
     assert rc == 0
 
 
