@@ -31,15 +31,20 @@ from streamer.obs.bridge import Bridge, ObsClient, ObsError
 from streamer.obs.captions import last_lines
 from streamer.obs.protocol import ObsRequestError
 
+from .components import require
 from .helpers_mosquitto import free_port
 from .helpers_obs import Obs, RtmpReceiver, cea608_captions, obs_missing_reason
 from .sink_events import final, partial
 from .sink_harness import http_get, publish, run, settings, start
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(obs_missing_reason() is not None, reason=obs_missing_reason() or ""),
-]
+pytestmark = [pytest.mark.slow, pytest.mark.component]
+
+
+@pytest.fixture(autouse=True)
+def _obs_installed() -> None:
+    missing = obs_missing_reason()
+    require("OBS Studio", missing is None, missing or "")
+
 
 REPO = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
