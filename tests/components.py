@@ -1,4 +1,4 @@
-"""Real components the tests drive (OBS, Chromium, mosquitto, PulseAudio, systemd, ffmpeg, curl,
+"""Real components the tests drive (OBS, Chromium, mosquitto, PulseAudio, PortAudio, systemd, ffmpeg, curl,
 espeak-ng, kernel features): one policy for when one is missing.
 
 Locally a missing component skips the test, with the command that installs it, so a developer

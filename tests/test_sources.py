@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes.util
 import io
 import json
 import os
@@ -27,7 +28,7 @@ from streamer.audio.stdin import StdinSource
 from streamer.config import ConfigError, load_settings
 from streamer.errors import SourceError
 
-from .components import ffmpeg
+from .components import ffmpeg, require
 
 
 def format_files(audio_dir: Path) -> list[Path]:
@@ -431,7 +432,9 @@ json.dump(out, sys.stdout)
 """
 
 
+@pytest.mark.component
 def test_mic_source_on_a_real_alsa_device(tmp_path: Path) -> None:
+    require("PortAudio", ctypes.util.find_library("portaudio") is not None, "apt-get install libportaudio2")
     # No sound card here: an ALSA 'null' capture device (silence, delivered without a clock) in a
     # private $HOME/.asoundrc lets PortAudio open a real input stream in a child process.
     (tmp_path / ".asoundrc").write_text(
