@@ -47,15 +47,13 @@ def _run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float) -> str:
     return res.stdout
 
 
-def _clean_env(home: Path) -> dict[str, str]:
+def _clean_env() -> dict[str, str]:
     """This environment without anything that points back at the checkout or its .venv."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STREAMER_", "VIRTUAL_ENV", "PYTHON"))}
     env["PATH"] = os.pathsep.join(
         p for p in env.get("PATH", "").split(os.pathsep) if not p.startswith(str(REPO))
     )
-    # A private cache directory for joined models; the pip cache (under the real HOME) is kept, so
-    # a second run does not download the dependencies again.
-    env["XDG_CACHE_HOME"] = str(home / "cache")
+    # HOME stays, so pip's configuration and cache apply as they would for a user.
     env["HF_HUB_OFFLINE"] = "1"  # the model comes from the installed package, never the hub
     return env
 
@@ -70,7 +68,7 @@ def _get(url: str) -> tuple[int, str, str]:
 
 def test_the_wheel_installed_alone_runs_the_daemon_and_serves_pages_and_api(tmp_path: Path) -> None:
     started = time.monotonic()
-    env = _clean_env(tmp_path)
+    env = _clean_env()
 
     # 1. The wheel, built from a copy of the checkout (pip's isolated build: setuptools per pyproject).
     src, dist = tmp_path / "src", tmp_path / "dist"
