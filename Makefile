@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # the benchmarks, a separate distribution (bench/, see bench/README.md), both editable.
 STAMP := $(VENV)/.installed
 
-.PHONY: venv run test lint clean-venv install-service
+.PHONY: venv run test check lint clean-venv install-service
 
 venv: $(STAMP)
 
@@ -18,8 +18,14 @@ $(STAMP): pyproject.toml bench/pyproject.toml
 run: venv
 	$(BIN)/streamer run
 
+# The whole suite: what CI runs.
 test: venv
 	$(BIN)/python -m pytest -q
+
+# The fast tier for the edit loop: pure and unit tests, no model, no real component (OBS, Chromium,
+# mosquitto, PulseAudio, systemd, ffmpeg, ...), nothing marked slow. The markers are in pyproject.toml.
+check: venv
+	$(BIN)/python -m pytest -q -m "not slow and not model and not component"
 
 lint: venv
 	$(BIN)/ruff check streamer tests bench

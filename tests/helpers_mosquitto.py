@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import getpass
 import json
-import shutil
 import signal
 import socket
 import subprocess
@@ -20,7 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
+from .components import tool
 
 
 def free_port() -> int:
@@ -30,11 +29,8 @@ def free_port() -> int:
         return port
 
 
-def _need(tool: str) -> str:
-    path = shutil.which(tool) or (f"/usr/sbin/{tool}" if Path(f"/usr/sbin/{tool}").exists() else None)
-    if path is None:
-        pytest.fail(f"{tool} not found: apt-get install mosquitto mosquitto-clients")
-    return path
+def _need(name: str) -> str:
+    return tool(name, "mosquitto mosquitto-clients openssl")
 
 
 class Broker:

@@ -17,15 +17,16 @@ import subprocess
 import time
 from pathlib import Path
 
+from .components import ffmpeg
 from .helpers_mosquitto import free_port
 
 OBS = shutil.which("obs")
 
 
 def obs_missing_reason() -> str | None:
-    for tool in ("obs", "Xvfb", "dbus-run-session"):
-        if shutil.which(tool) is None:
-            return f"{tool} not installed (apt-get install obs-studio xvfb dbus-daemon)"
+    for name in ("obs", "Xvfb", "dbus-run-session"):
+        if shutil.which(name) is None:
+            return f"{name} not installed: apt-get install obs-studio xvfb dbus-daemon"
     return None
 
 
@@ -140,7 +141,7 @@ class Obs:
             "-frames:v",
             "1",
         ]
-        subprocess.run(["ffmpeg", "-loglevel", "error", "-y", *grab, str(path)], check=False)
+        subprocess.run([ffmpeg(), "-loglevel", "error", "-y", *grab, str(path)], check=False)
 
 
 class RtmpReceiver:
@@ -155,7 +156,7 @@ class RtmpReceiver:
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 [
-                    *("ffmpeg", "-hide_banner", "-nostdin", "-y", "-listen", "1"),
+                    *(ffmpeg(), "-hide_banner", "-nostdin", "-y", "-listen", "1"),
                     *("-i", f"{self.url}/{self.key}", "-c", "copy", "-f", "flv", str(self.flv)),
                 ],
                 stdout=log,
@@ -213,7 +214,7 @@ def cea608_captions(flv: Path) -> str:
     """The CEA-608 captions of a recorded stream as SRT, decoded by FFmpeg (lavfi `subcc`)."""
     work = flv.parent
     raw, fixed, mp4, srt = (work / n for n in ("video.h264", "fixed.h264", "fixed.mp4", "captions.srt"))
-    quiet = ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-y"]
+    quiet = [ffmpeg(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y"]
     annexb = ["-map", "0:v", "-c", "copy", "-bsf:v", "h264_mp4toannexb", "-f", "h264"]
     subprocess.run([*quiet, "-i", str(flv), *annexb, str(raw)], check=True)
     fixed.write_bytes(sei_before_slices(raw.read_bytes()))

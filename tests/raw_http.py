@@ -18,7 +18,8 @@ from prometheus_client import REGISTRY
 
 from streamer.bus import Bus
 from streamer.config import Settings
-from streamer.sinks import SinkContext, Sinks, start_sinks
+from streamer.sinks.context import SinkContext
+from streamer.sinks.start import Sinks, start_sinks
 
 
 def raw(port: int, data: bytes, timeout: float = 10.0) -> bytes:

@@ -19,6 +19,8 @@ from typing import Any
 
 from streamer.audio.rtp import RtpError, parse, seq_delta
 
+from .components import ffmpeg
+
 REPO = Path(__file__).resolve().parent.parent
 
 # How each codec is sent: ffmpeg output options. PCMU at 8 kHz is payload type 0 (no SDP needed),
@@ -57,7 +59,7 @@ def ffmpeg_send(
     seconds: float | None = None,
     realtime: bool = True,
 ) -> subprocess.Popen[bytes]:
-    cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin"]
+    cmd = [ffmpeg(), "-hide_banner", "-loglevel", "error", "-nostdin"]
     if realtime:
         cmd.append("-re")
     cmd += ["-i", str(path)]

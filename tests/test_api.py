@@ -20,6 +20,7 @@ from typing import Any
 import openai
 import pytest
 
+from .components import tool
 from .e2e_util import REPO, streamer
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]
@@ -91,7 +92,10 @@ class Daemon:
 def curl(*args: str) -> tuple[int, str]:
     """curl, returning (HTTP status, body)."""
     res = subprocess.run(
-        ["curl", "-sS", "-o", "-", "-w", "\n%{http_code}", *args], capture_output=True, text=True, timeout=300
+        [tool("curl", "curl"), "-sS", "-o", "-", "-w", "\n%{http_code}", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     body, _, code = res.stdout.rpartition("\n")
     return int(code or 0), body
@@ -217,6 +221,7 @@ def test_errors_are_openai_shaped_and_leave_nothing_behind(
     assert daemon.uploads() == []
 
 
+@pytest.mark.component  # curl
 def test_busy_server_says_429_and_a_client_that_hangs_up_frees_it(
     daemon: Daemon, client: openai.OpenAI, audio_dir: Path
 ) -> None:
@@ -224,7 +229,7 @@ def test_busy_server_says_429_and_a_client_that_hangs_up_frees_it(
     # curl -N streams the server-sent events as they come; we read the first and hang up later.
     stream = subprocess.Popen(
         [
-            "curl",
+            tool("curl", "curl"),
             "-sS",
             "-N",
             "-F",
@@ -284,6 +289,7 @@ def test_models_list(client: openai.OpenAI) -> None:
     assert ids[0] == "tiny.en" and "base" in ids
 
 
+@pytest.mark.component  # curl
 def test_jobs_with_curl_survive_a_restart(audio_dir: Path, tmp_path: Path) -> None:
     state = tmp_path / "state"
     path = audio_dir / LONG

@@ -29,7 +29,7 @@ from streamer.api.engines import EnginePool
 from streamer.api.openai_compat import ApiError
 from streamer.bus import Bus
 from streamer.config import Settings
-from streamer.sinks import Sinks
+from streamer.sinks.start import Sinks
 
 from .raw_http import BadRecords, metric, serve_in_thread, status_of
 from .sink_harness import StreamHealth, settings

@@ -13,6 +13,7 @@ import pytest
 
 from streamer_bench.textnorm import error_rate
 
+from .components import tool
 from .e2e_util import streamer
 
 TEXT = (
@@ -27,9 +28,12 @@ TEXT = (
 
 
 @pytest.mark.model
+@pytest.mark.component
 def test_long_monologue_is_committed_in_bounded_windows(tmp_path: Path) -> None:
     wav = tmp_path / "monologue.wav"
-    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "165", "-w", str(wav), TEXT], check=True)
+    subprocess.run(
+        [tool("espeak-ng", "espeak-ng"), "-v", "en-us", "-s", "165", "-w", str(wav), TEXT], check=True
+    )
     res = streamer(
         "transcribe",
         str(wav),

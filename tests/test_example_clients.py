@@ -11,7 +11,7 @@ import pytest
 
 from .helpers_mosquitto import Broker, free_port, running_broker
 
-pytestmark = pytest.mark.model
+pytestmark = [pytest.mark.model, pytest.mark.component]
 REPO = Path(__file__).resolve().parent.parent
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from .components import require
 from .helpers_daemon import REPO, wait_until
 from .helpers_mosquitto import free_port
 
@@ -118,15 +119,22 @@ def test_without_portaudio_the_default_source_falls_back_to_the_captioned_demo(t
     assert mine[1] == f"streamer: captions at http://127.0.0.1:{port}/\n"
     finals = [json.loads(x) for x in run.out if x.startswith("{") and '"final"' in x]
     text = " ".join(f["text"] for f in finals).lower()
-    assert "captioning" in text or "streamer" in text or "microphone" in text, text
+    # The demo's words (its first utterance is "And so, my fellow Americans,"); what tiny.en makes
+    # of the whole recording is checked in test_console.py.
+    assert any(w in text for w in ("americans", "fellow", "country")), text
     assert rc == 0
 
 
 @pytest.mark.model
 def test_without_input_devices_the_default_source_falls_back_to_the_demo(tmp_path: Path) -> None:
     listing = _devices_here(tmp_path)
-    if "no audio input devices found" not in listing:
-        pytest.skip(f"this machine has audio input devices: {listing[:200]}")
+    # What this test needs is the absence of a component: a machine with no sound card (a server,
+    # a container, CI). Elsewhere it cannot run, and under CI that is a failure like any other.
+    require(
+        "a machine without audio input devices",
+        "no audio input devices found" in listing,
+        f"this one lists: {listing[:200]}",
+    )
     run = Run(tmp_path, None, "run", "--model", "tiny.en", "--port", "0", "--transcripts", "")
     try:
         wait_until(lambda: len(run.plain_err()) >= 2, "the fallback line and the page address", timeout=120)

@@ -58,6 +58,7 @@ def test_url_and_prefix_validation() -> None:
         check_prefix("a/#")
 
 
+@pytest.mark.component
 def test_topics_payloads_partial_rate_and_status(broker: Broker) -> None:
     sub = Subscriber(broker, "t/#")
     sub.wait_ready("t/probe")
@@ -108,6 +109,7 @@ def test_topics_payloads_partial_rate_and_status(broker: Broker) -> None:
     sub.stop()
 
 
+@pytest.mark.component
 def test_broker_killed_and_restarted_every_final_exactly_once_in_order(broker: Broker) -> None:
     broker.set_users({"streamer": "pw"})
     broker.stop()
@@ -155,6 +157,7 @@ def test_broker_killed_and_restarted_every_final_exactly_once_in_order(broker: B
     sub.stop()
 
 
+@pytest.mark.component
 def test_outbox_bounded_while_broker_unreachable_then_delivered_in_order(tmp_path: Path) -> None:
     broker = Broker(tmp_path / "late", port=free_port())  # not started yet
     broker.set_users({})  # when it starts, the publisher is refused until the subscriber is ready
@@ -188,6 +191,7 @@ def test_outbox_bounded_while_broker_unreachable_then_delivered_in_order(tmp_pat
     run(main(), timeout=60)
 
 
+@pytest.mark.component
 def test_last_will_marks_offline_when_the_daemon_dies(broker: Broker, tmp_path: Path) -> None:
     script = tmp_path / "sinkproc.py"
     script.write_text(
@@ -249,6 +253,7 @@ def test_bad_mqtt_url_fails_before_anything_starts(tmp_path: Path) -> None:
     run(main())
 
 
+@pytest.mark.component
 def test_mqtts_with_private_ca(tmp_path: Path) -> None:
     ca, cert, key = make_certificates(tmp_path / "pki")
     broker = Broker(tmp_path / "tlsbroker", tls=(cert, key))

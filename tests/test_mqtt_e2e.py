@@ -22,7 +22,7 @@ from streamer.events import parse_event
 from .helpers_mosquitto import Broker, Subscriber, free_port, running_broker
 from .sink_harness import http_get, run
 
-pytestmark = [pytest.mark.model, pytest.mark.slow]
+pytestmark = [pytest.mark.model, pytest.mark.slow, pytest.mark.component]
 
 CLIP = "long/en_pocketsphinx_sense_and_sensibility_01_0870-0930_concat.flac"
 RATE = 16000

@@ -23,18 +23,16 @@ from pathlib import Path
 
 import pytest
 
+from .components import tool
 from .helpers_daemon import Daemon, wait_until
 
-pytestmark = [pytest.mark.model, pytest.mark.slow]
+pytestmark = [pytest.mark.model, pytest.mark.slow, pytest.mark.component]
 
 CLIP = "en/ljspeech_LJ001-0001.flac"  # "Printing, in the only sense with which we are at present ..."
 
 
 def _tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(f"{name} not found: apt-get install pulseaudio pulseaudio-utils libasound2-plugins")
-    return path
+    return tool(name, "pulseaudio pulseaudio-utils libasound2-plugins")
 
 
 class Pulse:

@@ -23,6 +23,7 @@ import pytest
 
 from streamer_bench.textnorm import normalize
 
+from .components import ffmpeg
 from .e2e_util import streamer
 from .rtp_util import Daemon, Relay, ffmpeg_send, free_udp_port, write_sdp
 
@@ -56,7 +57,7 @@ def _file_source_finals(speech: Path, tmp: Path) -> dict[str, list[dict[str, Any
         files[codec] = tmp / name
         subprocess.run(
             [
-                "ffmpeg",
+                ffmpeg(),
                 "-hide_banner",
                 "-loglevel",
                 "error",
@@ -96,6 +97,7 @@ def _file_source_finals(speech: Path, tmp: Path) -> dict[str, list[dict[str, Any
 
 @pytest.mark.model
 @pytest.mark.slow
+@pytest.mark.component  # ffmpeg
 def test_ffmpeg_rtp_senders_caption_like_the_file_source(audio_dir: Path, tmp_path: Path) -> None:
     speech = audio_dir / SPEECH
     reference = speech.with_suffix(".txt").read_text(encoding="utf-8").strip()

@@ -54,6 +54,7 @@ def test_streams_table_overrides_per_stream_and_keeps_the_rest(tmp_path: Path) -
 
 @pytest.mark.model
 @pytest.mark.slow
+@pytest.mark.component  # ffmpeg
 def test_two_rtp_rooms_one_model_no_leaks_and_one_sender_killed(audio_dir: Path, tmp_path: Path) -> None:
     speech = {"a": audio_dir / ROOM_A, "b": audio_dir / ROOM_B}
     refs = {k: p.with_suffix(".txt").read_text(encoding="utf-8").strip() for k, p in speech.items()}
@@ -117,6 +118,7 @@ FOUR_ROOMS = [
 
 @pytest.mark.model
 @pytest.mark.slow
+@pytest.mark.component  # ffmpeg
 def test_four_rtp_rooms_each_caption_their_own_speech(audio_dir: Path, tmp_path: Path) -> None:
     rooms = {f"room{i}": audio_dir / f for i, f in enumerate(FOUR_ROOMS)}
     refs = {k: p.with_suffix(".txt").read_text(encoding="utf-8").strip() for k, p in rooms.items()}

@@ -7,9 +7,12 @@ client is closed with 4008.
 
 from __future__ import annotations
 
+import pytest
+
 from streamer_bench.fanout import run_fanout_bench
 
 
+@pytest.mark.slow  # 200 real WebSocket clients
 def test_200_clients_one_stuck() -> None:
     r = run_fanout_bench(
         clients=200,

@@ -18,8 +18,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from streamer.audio.ingest import IngestSource
 from streamer.bus import Bus
-from streamer.sinks import Sinks
 from streamer.sinks.access import address_key, target_host
+from streamer.sinks.start import Sinks
 from streamer.sinks.wsguard import MaskedOnly
 
 from .raw_http import BadRecords, RawWebSocket, frame, metric, raw, serve_in_thread, status_of

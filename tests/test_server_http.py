@@ -142,6 +142,7 @@ def test_long_paths_methods_and_pipelining(caplog: pytest.LogCaptureFixture) -> 
     assert not errors, errors
 
 
+@pytest.mark.slow  # waits out the server's header timeout
 def test_a_request_head_that_never_ends_is_closed() -> None:
     """Slowloris: a connection that sends part of a request head and stalls does not stay open."""
 

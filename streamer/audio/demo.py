@@ -1,7 +1,9 @@
-"""The demo source: a short speech recording shipped with the package, replayed live in a loop.
+"""The demo source: a short recording of a human voice shipped with the package, replayed live in a
+loop with a pause after each pass.
 
 It makes `streamer run` show captions on a machine with no microphone (a server, a container, a
-CI box). The recording and its licence are in streamer/data/demo/.
+CI box). The recording (public domain), where it comes from and its transcript are in
+streamer/data/demo/.
 """
 
 from __future__ import annotations
@@ -19,10 +21,19 @@ from streamer.audio.source import Source
 
 #: 20 ms per write, about what a sound card delivers per callback.
 CHUNK = SAMPLE_RATE // 50
+#: Silence after each pass. The recording ends right after its last word; without a pause the next
+#: pass would run into the same utterance, and a viewer would never see one end (the segmenter
+#: closes an utterance after `vad.end_silence`, 0.5 s by default, and the final follows it).
+PAUSE = 2.5
 
 
 def demo_path() -> Path:
-    return Path(str(resources.files("streamer") / "data" / "demo" / "speech.opus"))
+    return Path(str(resources.files("streamer") / "data" / "demo" / "jfk.flac"))
+
+
+def demo_text() -> str:
+    """What the recording says (its reference transcript)."""
+    return (demo_path().parent / "speech.txt").read_text(encoding="utf-8").strip()
 
 
 class DemoSource(Source):
@@ -31,8 +42,9 @@ class DemoSource(Source):
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = path or demo_path()
-        # 25 s of 16 kHz float32 is 1.6 MB: decode once, loop from memory.
-        self._audio: np.ndarray = load_audio(self.path)
+        # 13.5 s of 16 kHz float32 is under 1 MB: decode once (PyAV, like every file), loop from memory.
+        speech = load_audio(self.path)
+        self._audio: np.ndarray = np.concatenate([speech, np.zeros(int(PAUSE * SAMPLE_RATE), np.float32)])
 
     @property
     def description(self) -> str:
