@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from streamer.core import (
@@ -73,6 +73,11 @@ def speech(draw: st.DrawFn) -> list[Spoken]:
     for _ in range(draw(st.integers(1, 5))):
         phrase = draw(st.lists(st.sampled_from(VOCABULARY), min_size=1, max_size=6))
         sentence = phrase * draw(st.integers(1, 2)) + draw(st.lists(st.sampled_from(VOCABULARY), max_size=4))
+        # One word said three or more times in a row, each faster than Whisper's time jitter,
+        # leaves neither text nor time to tell which restatement is which: at most two in a row.
+        sentence = [
+            w for i, w in enumerate(sentence) if i < 2 or not (w == sentence[i - 1] == sentence[i - 2])
+        ]
         for text in sentence:
             duration = draw(st.floats(0.15, 0.6))
             words.append(Spoken(text, round(t, 3), round(t + duration, 3)))
@@ -219,7 +224,10 @@ def is_subsequence(part: list[str], whole: list[str]) -> bool:
     return all(any(x == y for y in it) for x in part)
 
 
+# No shrinking: a case is hundreds of draws, and shrinking one takes minutes; the failing case is
+# reported as found (with its words), which is enough to replay it.
 PROPERTY = settings(
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
     max_examples=EXAMPLES,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],

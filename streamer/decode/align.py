@@ -39,8 +39,9 @@ CUT_COST = 0.4
 EARLY_SLACK = 0.5
 
 
-# The most a restatement's distance in time from the settled word adds to its cost.
-DISTANCE_COST = 0.3
+# A restatement this far in time from the settled word costs as much as a wrong word (1); twice
+# as far, as much as no restatement at all.
+DISTANCE_SCALE = 1.0
 # Spellings at least this similar count as the same word respelled ("beaches" / "breaches").
 SIMILAR = 0.8
 
@@ -69,7 +70,7 @@ def _substitution(d: HypWord, d_norm: str, s: HypWord, s_norm: str) -> float:
     wrote it differently)."""
     spelling = _spelling(d_norm, s_norm)
     # Among equal words, the one nearer in time: repeats ("we ... we") are told apart by when.
-    apart = min(DISTANCE_COST, abs((d.start + d.end) / 2 - (s.start + s.end) / 2) / 3.0)
+    apart = min(2.0, abs((d.start + d.end) / 2 - (s.start + s.end) / 2) / DISTANCE_SCALE)
     if spelling == 0.0:
         return apart
     # Different words at different times are no restatement at all: as dear as a word left out
