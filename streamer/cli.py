@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--stream", dest="stream", metavar="NAME", help="stream name (default 'main')")
     run.add_argument("--jsonl", action="store_true", help="write every event as one JSON line to stdout")
+    run.add_argument("--trace", dest="trace", metavar="FILE", help="decode trace: one JSON line per decode")
     run.add_argument("--host", dest="server.host")
     run.add_argument("--port", dest="server.port", type=int)
     run.add_argument("--token", dest="server.token", help="access token for /ws, /transcript, /metrics")
@@ -74,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     tr.add_argument("--no-filters", action="store_true", help="disable hallucination suppression")
+    tr.add_argument("--trace", dest="trace", metavar="FILE", help="decode trace: one JSON line per decode")
 
     models = sub.add_parser("models", help="list known models and where they resolve from")
     models_sub = models.add_subparsers(dest="models_command", metavar="ACTION")

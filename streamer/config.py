@@ -431,6 +431,9 @@ class Settings(BaseSettings):
 
     stream: str = Field("main", pattern=_STREAM_NAME, description="Stream name.")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    trace: Path | None = Field(
+        None, description="Write the decode trace here: one JSON line per decode (see docs/benchmarks.md)."
+    )
     source: SourceConfig = Field(default_factory=SourceConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     vad: VadConfig = Field(default_factory=VadConfig)
@@ -647,7 +650,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     overrides = {
         k: v
         for k, v in vars(args).items()
-        if ("." in k or k in {"stream", "log_level"}) and k not in _COMMAND_ARGS
+        if ("." in k or k in {"stream", "log_level", "trace"}) and k not in _COMMAND_ARGS
     }
     return load_settings(getattr(args, "config", None), overrides)
 

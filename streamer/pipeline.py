@@ -45,6 +45,7 @@ from streamer.core import (
     Submit,
     Suppressed,
 )
+from streamer.decode import trace
 from streamer.decode.captioner import DecodeSpec
 from streamer.decode.engine import DecodeRequest
 from streamer.decode.filters import FilterOptions
@@ -153,8 +154,10 @@ class Stream:
         self._stop = threading.Event()
         self._history = AudioHistory()
         self._consumed = 0  # samples read from the ring and run through VAD
-        # Core request id -> (engine request id, future): the handles of the core's requests.
-        self._handles: dict[int, tuple[int, Future[Hypothesis]]] = {}
+        # Core request id -> (engine request id, future, what was asked): the handles of the
+        # core's requests (the core's own table decides; this one only reaches the engine).
+        self._handles: dict[int, tuple[int, Future[Hypothesis], DecodeSpec]] = {}
+        self._trace = trace.writer_for(settings.trace) if settings.trace else None
         self._speech_counted = 0.0
         self._last_audio_wall: float | None = None
         self._last_progress_wall = time.monotonic()
@@ -259,7 +262,7 @@ class Stream:
             return
         finally:
             self.capture.stop()
-            for eid, _fut in self._handles.values():
+            for eid, _fut, _spec in self._handles.values():
                 self.engine.cancel(eid)
         if self.capture.error and not self.error:
             self.error = self.capture.error
@@ -328,14 +331,14 @@ class Stream:
     def _collect(self, block: bool) -> None:
         """Handle every finished decode now, in the order they finished (never behind another)."""
         while self._handles:
-            done = [rid for rid, (_e, fut) in self._handles.items() if fut.done()]
+            done = [rid for rid, (_e, fut, _s) in self._handles.items() if fut.done()]
             if not done:
                 if not block:
                     return
-                wait([f for _e, f in self._handles.values()], timeout=0.5, return_when=FIRST_COMPLETED)
+                wait([f for _e, f, _s in self._handles.values()], timeout=0.5, return_when=FIRST_COMPLETED)
                 continue
             for rid in done:
-                _eid, fut = self._handles.pop(rid)
+                _eid, fut, spec = self._handles.pop(rid)
                 if fut.cancelled():
                     continue
                 exc = fut.exception()
@@ -343,7 +346,10 @@ class Stream:
                     Failure(f"{type(exc).__name__}: {exc}") if exc is not None else fut.result()
                 )
                 self._last_progress_wall = time.monotonic()
-                self._act(self.core.result(rid, outcome))
+                actions = self.core.result(rid, outcome)
+                if self._trace is not None:
+                    self._trace_result(spec, outcome, actions)
+                self._act(actions)
             block = False
 
     # -- actions -----------------------------------------------------------------------------
@@ -359,6 +365,8 @@ class Stream:
                 if handle is not None and self.engine.cancel(handle[0]):
                     del self._handles[a.request_id]
                     metrics.DECODES_CANCELLED.labels(self.name, a.kind, a.reason).inc()
+                    if self._trace is not None:
+                        self._trace.write(trace.record(self.name, handle[2], "cancelled"))
                 # else: it is running; its result comes back and the core discards it
             elif isinstance(a, Discarded):
                 metrics.DECODES_DISCARDED.labels(self.name, a.kind, a.reason).inc()
@@ -392,7 +400,15 @@ class Stream:
             hotwords=spec.hotwords,
         )
         fut = self.engine.submit(req)
-        self._handles[spec.id] = (req.id, fut)
+        self._handles[spec.id] = (req.id, fut, spec)
+
+    def _trace_result(self, spec: DecodeSpec, outcome: Hypothesis | Failure, actions: list[Action]) -> None:
+        assert self._trace is not None
+        if isinstance(outcome, Failure):
+            self._trace.write(trace.record(self.name, spec, "failed", error=outcome.error))
+            return
+        discarded = any(isinstance(a, Discarded) and a.request_id == spec.id for a in actions)
+        self._trace.write(trace.record(self.name, spec, "discarded" if discarded else "used", outcome))
 
     def _emit_event(self, ev: Partial | Final | Status) -> None:
         if isinstance(ev, Status):
@@ -419,6 +435,7 @@ def run_file(
     emit: Emit_ | None = None,
     filters: FilterOptions | None = None,
     background: bool = False,
+    vad: Vad | None = None,
 ) -> list[Partial | Final]:
     """Run one file through a Stream (blocking) and return its caption events in order."""
     events: list[Partial | Final] = []
@@ -438,6 +455,7 @@ def run_file(
         collect,
         filters=filters,
         background=background,
+        vad=vad,
     )
     stream.start()
     stream.join()

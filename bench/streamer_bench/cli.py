@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from streamer.audio.decode import load_audio
 from streamer.config import ConfigError, load_settings
+from streamer.decode import trace
 from streamer.errors import UserError
 from streamer_bench import soak
 from streamer_bench.dataset import NONSPEECH_SET, SPEECH_SETS, AudioItem, default_audio_dir, load_all
@@ -170,6 +171,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-fanout", action="store_true", help="skip the WebSocket fan-out benchmark")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.add_argument("--config", metavar="FILE", help="TOML configuration the configurations start from")
+    p.add_argument(
+        "--trace",
+        metavar="FILE",
+        help="decode trace: one JSON line per decode of every run (STREAMER_TRACE); its summary per kind "
+        "is printed at the end",
+    )
 
 
 def _configs(args: argparse.Namespace) -> list[BenchConfig]:
@@ -374,8 +381,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """`streamer bench ARGS`: exit status 2 for bad flags or settings, 1 for a user-facing failure."""
     args = build_parser().parse_args(argv)
+    if args.trace:
+        # Every configuration of the run reads its Settings from the environment as well.
+        os.environ["STREAMER_TRACE"] = str(Path(args.trace).resolve())
     try:
-        return soak.run(args) if args.soak else run(args)
+        status = soak.run(args) if args.soak else run(args)
+        if args.trace and Path(args.trace).exists():
+            print(trace.markdown(trace.summarize(trace.read(Path(args.trace)))))
+        return status
     except ConfigError as e:
         print(f"streamer: {e}", file=sys.stderr)
         return 2

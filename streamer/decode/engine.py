@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import ctranslate2
@@ -22,7 +22,7 @@ from faster_whisper import WhisperModel
 
 from streamer import metrics, options
 from streamer.decode import batch, whisper
-from streamer.decode.hypothesis import DecodeTrace, Hypothesis, HypSegment, HypWord
+from streamer.decode.hypothesis import DecodeInfo, Hypothesis, HypSegment, HypWord
 from streamer.decode.scheduler import Pending, Scheduler
 from streamer.errors import UserError
 from streamer.options import setting
@@ -226,6 +226,10 @@ class DecodeEngine:
         metrics.QUEUE_WAIT.labels(req.kind).observe(started - p.submitted)
         try:
             result = self.decode(req, encoded=row)
+            if result.info is not None:
+                result = replace(
+                    result, info=replace(result.info, queue_wait=round(started - p.submitted, 4))
+                )
         except Exception as e:  # reported to the stream that asked
             log.exception("decode failed")
             fut.set_exception(e)
@@ -332,7 +336,7 @@ class DecodeEngine:
             language=language,
             language_probability=lang_prob,
             decode_seconds=elapsed,
-            trace=DecodeTrace(
+            info=DecodeInfo(
                 encoder_seconds=(frames or whisper.N_FRAMES) / FRAMES_PER_SECOND,
                 beam_size=req.beam_size,
                 temperature=out.temperature,

@@ -62,7 +62,7 @@ class HypSegment:
 
 
 @dataclass(frozen=True)
-class DecodeTrace:
+class DecodeInfo:
     """How a decode was run (for the decode trace and its summary)."""
 
     encoder_seconds: float  # encoder context (s of log-mel frames, padding included)
@@ -72,6 +72,7 @@ class DecodeTrace:
     max_tokens: int
     retried_without_prompt: bool = False
     no_speech_skip: bool = False
+    queue_wait: float = 0.0  # seconds between submit and start
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ class Hypothesis:
     language_probability: float | None = None
     decode_seconds: float = 0.0
     suppressed: dict[str, int] = field(default_factory=dict)
-    trace: DecodeTrace | None = None
+    info: DecodeInfo | None = None
 
     @property
     def text(self) -> str:
