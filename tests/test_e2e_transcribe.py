@@ -31,6 +31,18 @@ def corpus_error(refs: list[str], hyps: list[str], lang: str) -> float:
     return float(jiwer.wer(r, h))
 
 
+def one_word(refs: list[str], lang: str) -> float:
+    """How much one word more or less moves the corpus error rate of these references: the
+    margin for a one-word difference between two CPUs (a decode's last beam tie can go either
+    way on another instruction set)."""
+    r = [normalize(x, lang) for x in refs]
+    words = sum(len(x.split()) for x in r)
+    if uses_cer(lang):
+        chars = sum(len(x.replace(" ", "")) for x in r)
+        return (chars / max(words, 1)) / max(chars, 1)
+    return 1.0 / max(words, 1)
+
+
 def compare(model: str, files: list[Path], tmp: Path, language: str | None, lang: str) -> tuple[float, float]:
     streamed = transcribe_texts(model, files, tmp / model, language)
     refs = [f.with_suffix(".txt").read_text(encoding="utf-8").strip() for f in files]
@@ -48,25 +60,29 @@ def compare(model: str, files: list[Path], tmp: Path, language: str | None, lang
     assert len(kept) >= len(files) - 1
     s = corpus_error([k[0] for k in kept], [k[1] for k in kept], lang)
     o = corpus_error([k[0] for k in kept], [k[2] for k in kept], lang)
-    print(f"{model} {lang}: streaming {s:.4f} offline {o:.4f} ratio {s / o if o else float('nan'):.3f}")
-    return s, o
+    margin = one_word([k[0] for k in kept], lang)
+    print(
+        f"{model} {lang}: streaming {s:.4f} offline {o:.4f} ratio {s / o if o else float('nan'):.3f} "
+        f"(one word = {margin:.4f})"
+    )
+    return s, o + margin / 1.10
 
 
 @pytest.mark.model
 def test_tiny_en_wer_close_to_offline(audio_dir: Path, tmp_path: Path) -> None:
     files = subset(audio_dir, "en", 7) + sorted((audio_dir / "en").glob("pocketsphinx_*.flac"))[:2]
-    s, o = compare("tiny.en", files, tmp_path, "en", "en")
-    assert s <= 1.10 * o + 0.005, f"streaming WER {s:.4f} vs offline {o:.4f}"
+    s, o = compare("tiny.en", files, tmp_path, "en", "en")  # o: offline plus one word's margin
+    assert s <= 1.10 * o, f"streaming WER {s:.4f} vs offline {o:.4f} (+ one word)"
 
 
 @pytest.mark.model
 def test_base_english_and_korean_close_to_offline(audio_dir: Path, tmp_path: Path) -> None:
     en = subset(audio_dir, "en", 9, start=3)
-    s, o = compare("base", en, tmp_path / "en", None, "en")
-    assert s <= 1.10 * o + 0.005, f"English: streaming WER {s:.4f} vs offline {o:.4f}"
+    s, o = compare("base", en, tmp_path / "en", None, "en")  # o: offline plus one word's margin
+    assert s <= 1.10 * o, f"English: streaming WER {s:.4f} vs offline {o:.4f} (+ one word)"
     ko = subset(audio_dir, "ko", 16)
     s, o = compare("base", ko, tmp_path / "ko", None, "ko")
-    assert s <= 1.10 * o + 0.005, f"Korean: streaming CER {s:.4f} vs offline {o:.4f}"
+    assert s <= 1.10 * o, f"Korean: streaming CER {s:.4f} vs offline {o:.4f} (+ one word)"
 
 
 @pytest.mark.model

@@ -163,3 +163,26 @@ def test_words_that_take_no_time_are_not_speech() -> None:
         HypWord(" soon.", 11.01, 11.02, 0.4),
     ]
     assert trim_invented_tail(real + tail, "en", OPTS) == (real, 3)
+
+
+def test_korean_news_sign_offs_with_any_name_are_cut_from_the_tail() -> None:
+    from streamer.decode.filters import trim_invented_tail
+
+    said = [
+        HypWord(" 어떻게", 0.0, 0.4, 0.9),
+        HypWord(" 하면", 0.4, 0.7, 0.9),
+        HypWord(" 좋을까요?", 0.7, 1.2, 0.9),
+    ]
+    invented = [
+        HypWord(" 당신은", 1.3, 1.6, 0.9),
+        HypWord(" MBC", 1.6, 1.9, 0.9),
+        HypWord(" 뉴스", 1.9, 2.1, 0.9),
+    ]
+    invented.append(HypWord(" 김혜입니다.", 2.1, 2.6, 0.9))
+    kept, dropped = trim_invented_tail(said + invented, "ko", FilterOptions())
+    assert kept == said and dropped == 4
+    # A sign-off that is also said for real stays when Whisper was sure of it and heard it.
+    real = [*said, HypWord(" 다음에", 1.3, 1.6, 0.95), HypWord(" 뵙겠습니다.", 1.6, 2.2, 0.95)]
+    assert trim_invented_tail(real, "ko", FilterOptions())[1] == 0
+    unsure = [*said, HypWord(" 뵙겠습니다.", 1.3, 1.9, 0.1)]  # a word Whisper barely believed
+    assert trim_invented_tail(unsure, "ko", FilterOptions()) == (said, 1)

@@ -68,12 +68,22 @@ def phrase_key(text: str) -> str:
 class PhraseList:
     always: frozenset[str]
     unless_confident: frozenset[str]
+    # "~" lines: a pattern over the phrase key, for phrases with a varying part (a newsreader's
+    # name in "MBC 뉴스 김혜입니다"); always invented.
+    patterns: tuple[re.Pattern[str], ...] = ()
+
+    def is_always(self, key: str) -> bool:
+        return key in self.always or any(p.fullmatch(key) for p in self.patterns)
+
+    def is_known(self, key: str) -> bool:
+        return self.is_always(key) or key in self.unless_confident
 
 
 @cache
 def phrase_list(lang: str | None) -> PhraseList:
     always: set[str] = set()
     maybe: set[str] = set()
+    patterns: list[re.Pattern[str]] = []
     names = ["multi.txt", "en.txt"]  # English ones are what every model falls back to
     if lang and lang != "en":
         names.append(f"{lang}.txt")
@@ -88,11 +98,13 @@ def phrase_list(lang: str | None) -> PhraseList:
                 continue
             if line.startswith("?"):
                 maybe.add(phrase_key(line[1:]))
+            elif line.startswith("~"):
+                patterns.append(re.compile(line[1:].strip()))
             else:
                 always.add(phrase_key(line))
     always.discard("")
     maybe.discard("")
-    return PhraseList(frozenset(always), frozenset(maybe))
+    return PhraseList(frozenset(always), frozenset(maybe), tuple(patterns))
 
 
 def collapse_repetitions(
@@ -209,7 +221,7 @@ def is_invented_phrase(
     if not key:
         return True
     phrases = phrase_list(lang)
-    if key in phrases.always:
+    if phrases.is_always(key):
         return True
     if key in phrases.unless_confident:
         confident = (
@@ -244,11 +256,13 @@ def trim_invented_tail(
         if squeezed_n >= 3 and squeezed_n >= 0.6 * len(tail) and tail[0].end - tail[0].start < 0.02:
             return words[:i], len(tail)
     phrases = phrase_list(lang)
-    known = phrases.always | phrases.unless_confident
     for n in range(min(8, len(words) - 1), 0, -1):
         tail = words[-n:]
-        if phrase_key("".join(w.text for w in tail)) not in known:
+        key = phrase_key("".join(w.text for w in tail))
+        if not phrases.is_known(key):
             continue
+        if any(p.fullmatch(key) for p in phrases.patterns):
+            return words[:-n], n  # a news sign-off with a name is never real speech in a caption
         mean_duration = sum(w.end - w.start for w in tail) / n
         mean_probability = sum(w.probability for w in tail) / n
         squeezed = (
