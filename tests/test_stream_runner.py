@@ -162,3 +162,104 @@ def test_decode_trace_has_one_line_per_decode_with_its_outcome(tmp_path: Path) -
     summary = trace.summarize(lines)
     assert summary["final"]["outcomes"]["failed"] == 1
     assert "| final |" in trace.markdown(summary)
+
+
+# A new value for every key the option types read; a key added to an option type must get one here.
+NEW_VALUES: dict[str, object] = {
+    "decoder.agreement": False,
+    "decoder.beam_size": 2,
+    "decoder.commit_margin": 0.3,
+    "decoder.compression_ratio_threshold": 2.0,
+    "decoder.context_finals": 1,
+    "decoder.fallback_min_seconds": 3.0,
+    "decoder.holdback": 1,
+    "decoder.hotwords": "Kubernetes",
+    "decoder.initial_prompt": "Glossary: streamer.",
+    "decoder.language": "ko",
+    "decoder.languages": ["ko", "en"],
+    "decoder.left_context": 1.5,
+    "decoder.log_prob_threshold": -0.8,
+    "decoder.max_tokens_per_second": 9.0,
+    "decoder.max_window": 12.0,
+    "decoder.min_commit_audio": 3.0,
+    "decoder.no_speech_threshold": 0.5,
+    "decoder.partial_beam_size": 2,
+    "decoder.partial_context": 20.0,
+    "decoder.partials": False,
+    "decoder.step": 0.7,
+    "decoder.task": "translate",
+    "decoder.temperatures": [0.0, 0.5],
+    "filters.compression": False,
+    "filters.low_confidence": False,
+    "filters.min_word_probability": 0.2,
+    "filters.no_speech": False,
+    "filters.outside_speech": True,
+    "filters.phrases": False,
+    "filters.repetition": False,
+    "vad.end_silence": 0.6,
+    "vad.max_utterance": 20.0,
+    "vad.min_speech": 0.2,
+    "vad.neg_threshold": 0.3,
+    "vad.pad": 0.3,
+    "vad.threshold": 0.6,
+}
+
+
+def test_a_reload_of_every_live_key_reaches_what_decides(tmp_path: Path) -> None:
+    """Every key the option types read is live (derived, not listed); change all of them through
+    the daemon's reload path and each one reaches the stream's snapshot or the engine's options,
+    and the requests the stream then makes follow them."""
+    from types import SimpleNamespace
+
+    from streamer.audio.file import FileSource
+    from streamer.daemon import _apply_live
+    from streamer.decode.engine import DecodeEngine, DecodeOptions
+    from streamer.options import field_for_key, lookup
+    from streamer.service.reload import LIVE_KEYS, OPTION_TYPES, is_live, plan_reload
+
+    keys = {k for k in LIVE_KEYS if not k.endswith(".") and field_for_key(OPTION_TYPES, k)}
+    assert keys == set(NEW_VALUES), "every option key needs a new value in this test"
+    old = settings()
+    old.source.realtime = False
+    new = old.model_copy(deep=True)
+    for key, value in NEW_VALUES.items():
+        section, name = key.split(".")
+        setattr(getattr(new, section), name, value)
+    plan = plan_reload(old, new)
+    assert set(plan.live) == keys and not plan.restart and all(is_live(k) for k in keys)
+
+    decoder = ScriptedDecoder()
+    stream = Stream(
+        old, FileSource(write_wav(tmp_path / "two.wav"), realtime=False), decoder, print, vad=ScriptedVad()
+    )
+    engine = DecodeEngine.__new__(DecodeEngine)  # only its options are read here
+    engine.options = DecodeOptions.from_settings(old)
+    daemon = SimpleNamespace(settings=old, streams=[stream], engines=[engine], engine=engine, sinks=None)
+    _apply_live(daemon, new, plan.live)  # type: ignore[arg-type]
+    stream.start()
+    assert stream.join(timeout=60)
+    core = stream.core.options
+    parts = {
+        "CaptionerOptions": core.captioner,
+        "SegmenterOptions": core.segmenter,
+        "FilterOptions": core.filters,
+    }
+    for key in NEW_VALUES:
+        for cls in OPTION_TYPES:
+            found = field_for_key([cls], key)
+            if found is None:
+                continue
+            target = engine.options if cls is DecodeOptions else parts[cls.__name__]
+            got = getattr(target, found[1])
+            want = lookup(new, key)
+            want = tuple(want) if isinstance(want, list) else want
+            assert got == want, f"{key}: {got!r} != {want!r} in {cls.__name__}"
+    # The requests made after the reload follow it.
+    assert decoder.requests
+    assert all(
+        r.task == "translate" and r.hotwords == "Kubernetes" and r.language == "ko" for r in decoder.requests
+    )
+    assert {r.beam_size for r in decoder.requests if r.kind == "final"} == {2}
+    assert {r.beam_size for r in decoder.requests if r.kind == "step"} <= {2}
+    assert all(r.context == 20.0 for r in decoder.requests)
+    assert all((r.prompt or "").startswith("Glossary: streamer.") for r in decoder.requests)
