@@ -125,7 +125,11 @@ class DecoderConfig(_Section):
     beam_size: int = Field(5, ge=1, le=64, description="Beam size of the final decode.")
     partial_beam_size: int = Field(1, ge=1, le=64, description="Beam size of step decodes.")
     partial_context: float = Field(
-        15.0, ge=5.0, le=30.0, description="Seconds of encoder context for step decodes (30 = full)."
+        15.0,
+        ge=5.0,
+        le=30.0,
+        description="Seconds of encoder context of every decode, at least (a longer window gets the "
+        "window + 5 s; 30 = Whisper's full window).",
     )
     max_window: float = Field(15.0, gt=2.0, le=30.0, description="Longest window decoded at once (s).")
     max_tokens_per_second: float = Field(
@@ -136,7 +140,13 @@ class DecoderConfig(_Section):
     )
     initial_prompt: str | None = None
     hotwords: str | None = None
-    context_finals: int = Field(3, ge=0, le=100, description="Previous finals passed as the prompt.")
+    context_finals: int = Field(
+        3,
+        ge=0,
+        le=100,
+        description="Utterances (the open one included) whose settled words before the window are the "
+        "prompt; 0 = no prompt from earlier speech.",
+    )
     no_speech_threshold: float = Field(0.6, ge=0.0, le=1.0)
     log_prob_threshold: float = Field(-1.0, le=0.0)
     compression_ratio_threshold: float = Field(2.4, gt=0.0, le=100.0)

@@ -105,7 +105,7 @@ class Status(_Event):
     degraded: int = Field(
         default=0,
         ge=0,
-        description="Decoder load level: 0 normal, 1 partials thinned, 2 cheaper finals, 3 finals only.",
+        description="Decoder load level: 0 normal, 1 cheaper finals, 2 partials thinned, 3 finals only.",
     )
     emitted_at: float = 0.0
 

@@ -74,7 +74,7 @@ QUEUE_WAIT = Histogram(
 )
 DEGRADED_LEVEL = Gauge(
     "streamer_degraded_level",
-    "Decoder degradation: 0 normal, 1 partials thinned, 2 cheaper finals, 3 finals only",
+    "Decoder degradation: 0 normal, 1 cheaper finals, 2 partials thinned, 3 finals only",
     ["model"],
 )
 PARTIALS_SKIPPED = Counter(
