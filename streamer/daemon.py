@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from streamer import __version__
+from streamer import __version__, metrics
 from streamer.audio import open_source
 from streamer.bus import Bus, BusEvent
 from streamer.config import ConfigError, Settings, settings_from_args, stream_settings
@@ -334,7 +334,11 @@ async def _supervise(d: _Daemon) -> None:
         now = time.monotonic()
         if now >= next_tick and not d.stopping:
             next_tick = now + period
-            problems = stalls(d.probes(now), d.settings.service.progress_timeout)
+            probes = d.probes(now)
+            for p in probes:
+                ages = [a for a in (p.beat_age, p.oldest_decode_age) if a is not None]
+                metrics.PROGRESS_AGE.labels(p.name).set(max(ages, default=0.0))
+            problems = stalls(probes, d.settings.service.progress_timeout)
             status = d.status(now, problems)
             if problems:
                 if not stalled_before:
