@@ -166,6 +166,7 @@ def test_run_caption_stop_and_find_the_finals_in_the_volume(image: str, tmp_path
                 "--name",
                 name,
                 "--read-only",
+                "--read-only-tmpfs=false",  # not even /tmp is writable, as with docker --read-only
                 "--sdnotify=container",
                 "-p",
                 f"127.0.0.1:{port}:8765",
