@@ -106,7 +106,8 @@ def test_rooms_page_three_daemons_one_killed_and_back(broker: Broker, tmp_path: 
                 page.wait_for_function(room_is("annex", "offline"), timeout=(1.5 * KEEPALIVE + 10) * 1000)
                 silent_after = time.monotonic() - stopped_at
                 print(f"rooms: 'annex' (SIGSTOP) shown offline {silent_after:.1f} s after it went silent")
-                assert silent_after <= 1.5 * KEEPALIVE + 2
+                # MQTT's limit is 1.5 keep-alives of silence; mosquitto checks about once a second.
+                assert silent_after <= 1.5 * KEEPALIVE + 5
             finally:
                 daemons["annex"].signal(signal.SIGCONT)
             # Woken up, it finds its connection closed, reconnects and says "online" again.
