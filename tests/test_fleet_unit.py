@@ -1,21 +1,18 @@
 """Fast checks of the pieces several daemons rely on: job ids that name their daemon (what
-HAProxy routes on), the setting behind them, the decode-failure counter, and the credential
-refusals the MQTT sink treats as fatal at start-up.
+HAProxy routes on), the setting behind them, and the credential refusals the MQTT sink treats as
+fatal at start-up.
 """
 
 from __future__ import annotations
 
-from concurrent.futures import Future
 from typing import Any
 
 import pytest
 from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.reasoncodes import ReasonCode
 
-from streamer import metrics
 from streamer.api.jobs import JobStore, _valid_id, new_id
 from streamer.config import ConfigError, load_settings
-from streamer.service.probes import DecodeMonitor
 from streamer.sinks.mqtt import refused_credentials
 
 
@@ -50,36 +47,6 @@ def test_api_node_setting() -> None:
     for bad in ("Room", "a_b", "-a", "a" * 33, ""):
         with pytest.raises(ConfigError, match=r"api\.node"):
             load_settings(overrides={"api.node": bad})
-
-
-class _Engine:
-    """Just the `submit` edge DecodeMonitor wraps: returns futures the test completes."""
-
-    def __init__(self) -> None:
-        self.futures: list[Future[Any]] = []
-
-    def submit(self, request: Any) -> Future[Any]:
-        fut: Future[Any] = Future()
-        self.futures.append(fut)
-        return fut
-
-
-class _Request:
-    stream = "unit-decode-failures"
-
-
-def test_decode_failures_are_counted_per_stream() -> None:
-    engine = _Engine()
-    monitor = DecodeMonitor(engine)
-    counter = metrics.DECODE_FAILURES.labels(_Request.stream)
-    before = counter._value.get()
-    ok, failed, cancelled = (engine.submit(_Request()) for _ in range(3))
-    assert monitor.oldest_age(_Request.stream, now=1e12) is not None
-    ok.set_result("hypothesis")
-    failed.set_exception(RuntimeError("CTranslate2 said no"))
-    cancelled.cancel()
-    assert counter._value.get() == before + 1
-    assert monitor.oldest_age(_Request.stream, now=1e12) is None
 
 
 def test_refused_credentials_are_told_apart_from_outages() -> None:
