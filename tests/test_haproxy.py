@@ -27,9 +27,10 @@ from typing import Any
 import openai
 import pytest
 
+from .components import tool
 from .helpers_mosquitto import free_port
 
-pytestmark = [pytest.mark.model, pytest.mark.slow]
+pytestmark = [pytest.mark.model, pytest.mark.slow, pytest.mark.component]
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "deploy" / "haproxy" / "haproxy.cfg"
@@ -68,6 +69,8 @@ class ApiDaemon:
             "STREAMER_API__NODE": node,
             "STREAMER_API__STATE_DIR": str(tmp / f"state-{node}"),
             "STREAMER_API__MAX_REQUESTS": "2",  # = maxconn in haproxy.cfg
+            # As haproxy.cfg says: every request comes from HAProxy's address.
+            "STREAMER_API__MAX_REQUESTS_PER_ADDRESS": "0",
         }
         env.pop("STREAMER_CONFIG", None)
         env.pop("STREAMER_TOKEN", None)
@@ -110,7 +113,7 @@ class HAProxy:
             "HAPROXY_STATS_SOCKET": str(self.socket),
             **{f"STREAMER_NODE_{n.upper()}": f"127.0.0.1:{d.port}" for n, d in nodes.items()},
         }
-        haproxy = "/usr/sbin/haproxy" if Path("/usr/sbin/haproxy").exists() else "haproxy"
+        haproxy = tool("haproxy", "haproxy")
         check = subprocess.run([haproxy, "-c", "-f", str(CONFIG)], env=env, capture_output=True, text=True)
         assert check.returncode == 0, check.stderr + check.stdout
         self.log = tmp / "haproxy.log"
@@ -216,7 +219,11 @@ def test_twenty_concurrent_requests_and_a_job_through_haproxy(
 def curl(url: str, *args: str) -> tuple[int, dict[str, str], str]:
     """curl: (HTTP status, lower-cased response headers, body); text mode turned CRLF into LF."""
     res = subprocess.run(
-        ["curl", "-sS", "-D", "-", url, *args], capture_output=True, text=True, timeout=120, check=True
+        [tool("curl", "curl"), "-sS", "-D", "-", url, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
     )
     head, _, body = res.stdout.partition("\n\n")
     while head.split(" ", 2)[1:2] == ["100"]:  # "100 Continue" before the answer to an upload
