@@ -66,6 +66,7 @@ def test_wrong_broker_address(url: str, tmp_path: Path) -> None:
     print(f"\nbad input: {url} -> exit {code} after {took:.1f} s: {said[0]}")
 
 
+@pytest.mark.component  # mosquitto
 def test_broker_refuses_the_credentials(broker: Broker, tmp_path: Path) -> None:
     url = f"mqtt://streamer:wrong@127.0.0.1:{broker.port}"
     code, said, took = run_daemon(tmp_path, "--no-server", "--transcripts", "", "--mqtt", url)

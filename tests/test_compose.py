@@ -51,6 +51,7 @@ def test_streamer_service_settings_and_contract(monkeypatch: pytest.MonkeyPatch)
     assert int(re.sub(r"\D", "", s["stop_grace_period"])) >= 10
 
 
+@pytest.mark.component  # mosquitto
 def test_broker_configuration_in_real_mosquitto(tmp_path: Path) -> None:
     mq = compose()["services"]["mosquitto"]
     conf_src = REPO / "deploy" / "mosquitto" / "mosquitto.conf"

@@ -29,9 +29,10 @@ from typing import Any
 import pytest
 from websockets.sync.client import connect
 
+from .components import tool
 from .helpers_mosquitto import free_port
 
-pytestmark = [pytest.mark.slow]
+pytestmark = [pytest.mark.slow, pytest.mark.component]
 
 REPO = Path(__file__).resolve().parent.parent
 BASE = "localhost/streamer-base:bookworm"
@@ -73,8 +74,9 @@ def _context(dest: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if shutil.which("podman") is None:
-        pytest.fail("podman not found: apt-get install podman runc (see .ci/run)")
+    tool("podman", "podman runc conmon containernetworking-plugins iptables")
+    tool("debootstrap", "debootstrap")
+    tool("strip", "binutils")
     subprocess.run([str(REPO / "scripts" / "container-base.sh"), BASE], check=True, timeout=1200)
     ctx = _context(tmp_path_factory.mktemp("ctx"))
     tag = f"localhost/streamer:test-{uuid.uuid4().hex[:8]}"

@@ -7,7 +7,6 @@ alert that silently never fires.
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -16,24 +15,26 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from streamer import metrics
 
+from .components import tool
+
 DIR = Path(__file__).resolve().parent.parent / "deploy" / "prometheus"
 
 
 def promtool(*args: str) -> str:
-    tool = shutil.which("promtool")
-    if tool is None:
-        pytest.fail("promtool not found: apt-get install prometheus (see .ci/run)")
-    res = subprocess.run([tool, *args], cwd=DIR, capture_output=True, text=True, timeout=120)
+    exe = tool("promtool", "prometheus")
+    res = subprocess.run([exe, *args], cwd=DIR, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, f"promtool {' '.join(args)}:\n{res.stdout}\n{res.stderr}"
     return res.stdout + res.stderr
 
 
+@pytest.mark.component
 def test_promtool_check_config_and_rules() -> None:
     assert "SUCCESS" in promtool("check", "config", "prometheus.yml")
     out = promtool("check", "rules", "alerts.yml")
     assert "SUCCESS: 7 rules found" in out, out
 
 
+@pytest.mark.component
 def test_promtool_unit_tests_of_the_alerts() -> None:
     out = promtool("test", "rules", "alerts.test.yml")
     assert "SUCCESS" in out and "FAILED" not in out, out

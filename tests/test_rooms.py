@@ -22,7 +22,7 @@ from .helpers_daemon import Daemon
 from .helpers_mosquitto import Broker, free_port
 from .web_harness import chromium, screenshot_dir
 
-pytestmark = [pytest.mark.model, pytest.mark.slow]
+pytestmark = [pytest.mark.model, pytest.mark.slow, pytest.mark.component]
 
 ROOMS = ("annex", "hall", "studio")
 KEEPALIVE = 15  # streamer/sinks/mqtt.py: the broker publishes the will by 1.5 x this at the latest
