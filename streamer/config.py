@@ -336,6 +336,11 @@ class ApiConfig(_Section):
     engine_cache: int = Field(
         2, ge=0, le=8, description="Extra models/tasks kept loaded for requests that need them (0 = none)."
     )
+    node: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9][a-z0-9-]{0,31}$",
+        description="This daemon's name in job ids (job_NODE_...), for a proxy that routes jobs to it.",
+    )
 
 
 class LayoutConfig(_Section):

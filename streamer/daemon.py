@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from streamer import __version__
+from streamer import __version__, metrics
 from streamer.audio import open_source
 from streamer.bus import Bus, BusEvent
 from streamer.config import ConfigError, Settings, settings_from_args, stream_settings
@@ -50,6 +50,9 @@ log = logging.getLogger(__name__)
 
 #: STATUS= refresh when systemd asks for no watchdog pings.
 STATUS_INTERVAL = 5.0
+#: How long a starting daemon waits for its first MQTT connection before it gives up with an
+#: error: long enough for a broker started beside it (compose, systemd) to open its port.
+MQTT_STARTUP_TIMEOUT = 10.0
 _POLL = 0.1
 
 
@@ -233,7 +236,7 @@ async def _serve(
 
 async def _start_sinks(settings: Settings, bus: Bus, streams: list[Stream], engine: DecodeEngine) -> Sinks:
     try:
-        return await start_sinks(
+        sinks = await start_sinks(
             SinkContext(
                 settings=settings,
                 bus=bus,
@@ -247,6 +250,15 @@ async def _start_sinks(settings: Settings, bus: Bus, streams: list[Stream], engi
         raise UserError(
             f"cannot listen on {settings.server.host}:{settings.server.port}: {e.strerror or e}"
         ) from None
+    if sinks.mqtt is not None:
+        try:
+            # A broker that was never reached is a configuration error, not an outage: fail now
+            # with one line instead of captioning into a reconnect loop nobody sees.
+            await sinks.mqtt.wait_connected(MQTT_STARTUP_TIMEOUT)
+        except UserError:
+            await sinks.close()
+            raise
+    return sinks
 
 
 def _fsync_transcripts(sinks: Sinks) -> None:
@@ -322,7 +334,11 @@ async def _supervise(d: _Daemon) -> None:
         now = time.monotonic()
         if now >= next_tick and not d.stopping:
             next_tick = now + period
-            problems = stalls(d.probes(now), d.settings.service.progress_timeout)
+            probes = d.probes(now)
+            for p in probes:
+                ages = [a for a in (p.beat_age, p.oldest_decode_age) if a is not None]
+                metrics.PROGRESS_AGE.labels(p.name).set(max(ages, default=0.0))
+            problems = stalls(probes, d.settings.service.progress_timeout)
             status = d.status(now, problems)
             if problems:
                 if not stalled_before:

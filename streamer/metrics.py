@@ -137,6 +137,15 @@ MQTT_RECONNECTS = Counter("streamer_mqtt_reconnects", "MQTT reconnect attempts")
 MQTT_CONNECTED = Gauge("streamer_mqtt_connected", "1 while connected to the MQTT broker")
 
 TRANSCRIPT_ERRORS = Counter("streamer_transcript_errors", "Transcript file write failures")
+
+# What the systemd watchdog sees, for operators without systemd (containers) and for alerts that
+# should fire before systemd restarts the daemon (daemon._supervise).
+PROGRESS_AGE = Gauge(
+    "streamer_progress_age_seconds",
+    "Seconds since the stream last made progress: the older of its loop heartbeat and its oldest "
+    "unfinished decode (the watchdog is withheld past service.progress_timeout)",
+    ["stream"],
+)
 CONSOLE_DROPPED = Counter(
     "streamer_console_dropped", "Events dropped because stdout did not keep up", ["kind"]
 )

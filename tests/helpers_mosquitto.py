@@ -34,8 +34,15 @@ def _need(name: str) -> str:
 
 
 class Broker:
-    def __init__(self, workdir: Path, port: int | None = None, tls: tuple[Path, Path] | None = None) -> None:
-        """`tls`: (certfile, keyfile) adds a TLS listener on `tls_port` besides the plain one."""
+    def __init__(
+        self,
+        workdir: Path,
+        port: int | None = None,
+        tls: tuple[Path, Path] | None = None,
+        websockets: bool = False,
+    ) -> None:
+        """`tls`: (certfile, keyfile) adds a TLS listener on `tls_port` besides the plain one;
+        `websockets` an MQTT-over-WebSocket listener on `ws_port` (browsers)."""
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -45,6 +52,7 @@ class Broker:
         self.proc: subprocess.Popen[bytes] | None = None
         self.tls = tls
         self.tls_port = free_port() if tls else None
+        self.ws_port = free_port() if websockets else None
 
     @property
     def url(self) -> str:
@@ -67,6 +75,8 @@ class Broker:
         ]
         if self.passwd.exists():
             lines.append(f"password_file {self.passwd}")
+        if self.ws_port is not None:
+            lines += [f"listener {self.ws_port} 127.0.0.1", "protocol websockets"]
         if self.tls is not None:
             lines += [
                 f"listener {self.tls_port} 127.0.0.1",

@@ -536,7 +536,7 @@ class FileApi:
                 )
             assert up.path is not None
             job = Job(
-                id=new_id(),
+                id=new_id(self.cfg.node),
                 filename=up.filename or "file",
                 options=opts.to_doc(),
                 created=time.time(),

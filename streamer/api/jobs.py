@@ -104,14 +104,29 @@ def expired(job: Job, now: float, ttl: float) -> bool:
     return job.state in FINISHED and job.finished is not None and now - job.finished >= ttl
 
 
-def new_id() -> str:
-    return "job_" + secrets.token_hex(12)
+_NODE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
+_HEX = frozenset("0123456789abcdef")
+
+
+def new_id(node: str | None = None) -> str:
+    """`job_<24 hex>`, or `job_<node>_<24 hex>` with `api.node` set.
+
+    The node name in the id is what lets a proxy in front of several daemons send
+    `/v1/jobs/{id}` to the daemon that holds the job, with no shared storage and no table in the
+    proxy (deploy/haproxy/haproxy.cfg routes on this prefix).
+    """
+    token = secrets.token_hex(12)
+    return f"job_{node}_{token}" if node else f"job_{token}"
 
 
 def _valid_id(job_id: str) -> bool:
-    return (
-        job_id.startswith("job_") and len(job_id) == 28 and all(c in "0123456789abcdef" for c in job_id[4:])
-    )
+    # A job id names a directory: only these exact shapes, never a path.
+    if not job_id.startswith("job_"):
+        return False
+    node, sep, token = job_id[4:].rpartition("_")
+    if sep and not (0 < len(node) <= 32 and set(node) <= _NODE_CHARS and node[0] != "-"):
+        return False
+    return len(token) == 24 and set(token) <= _HEX
 
 
 class JobStore:

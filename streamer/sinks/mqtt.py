@@ -37,14 +37,30 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import aiomqtt
+from aiomqtt.exceptions import MqttConnectError
 
 from streamer import metrics
 from streamer.bus import Bus, BusEvent
 from streamer.config import ConfigError, MqttConfig
+from streamer.errors import UserError
 from streamer.events import Final, Partial, Status
 from streamer.sinks.outbox import Backoff, Entry, Outbox
 
 log = logging.getLogger(__name__)
+
+# CONNACK refusals that retrying cannot fix: MQTT 3.1.1 return codes 4 (bad user name or
+# password) and 5 (not authorised), MQTT 5 reason codes 134 and 135 (paho reports the former as
+# the latter).
+_REFUSED_CREDENTIALS = frozenset({4, 5, 134, 135})
+
+
+def refused_credentials(e: Exception) -> bool:
+    """True if the broker answered the CONNECT with "bad user name or password" or "not authorised"."""
+    if not isinstance(e, MqttConnectError):
+        return False
+    rc = e.rc
+    value = rc if isinstance(rc, int) else getattr(rc, "value", None)
+    return value in _REFUSED_CREDENTIALS
 
 
 @dataclass(frozen=True)
@@ -141,6 +157,8 @@ class MqttSink:
         self._task: asyncio.Task[None] | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self._online_since = time.time()
+        self._first_connect = asyncio.Event()  # set at the first connection, or when it is hopeless
+        self.fatal: str | None = None  # why the first connection can never succeed
 
     # --- topics and payloads ---------------------------------------------------------------------
     def topic(self, stream: str, kind: str) -> str:
@@ -210,6 +228,29 @@ class MqttSink:
             log.warning("MQTT: %d finals not delivered to %s at shutdown", len(self.outbox), self.target)
         metrics.MQTT_CONNECTED.set(0)
 
+    async def wait_connected(self, timeout: float) -> None:
+        """Wait for the first connection; UserError (one line) if it fails or does not come in time.
+
+        A daemon configured to publish to a broker it has never reached is misconfigured (a wrong
+        host or port, refused credentials) far more often than it meets an outage, and a daemon
+        that silently keeps retrying looks healthy while nothing reaches the broker. Once
+        connected, outages are retried for ever as before (the outbox keeps the finals).
+        """
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._first_connect.wait(), timeout)
+        if self.connected or (self._first_connect.is_set() and self.fatal is None):
+            return
+        task, self._task = self._task, None  # close() then has nothing left to wait for
+        if task is not None:
+            task.cancel()  # do not leave a reconnect loop behind the error
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        why = self.fatal or (
+            f"cannot connect to the MQTT broker {self.target} within {timeout:.0f} s"
+            f" ({self.last_error or 'no answer'}); check mqtt.url"
+        )
+        raise UserError(why)
+
     # --- bus side (any thread -> loop) -----------------------------------------------------------
     def _on_event(self, event: BusEvent) -> None:
         loop = self._loop
@@ -270,6 +311,7 @@ class MqttSink:
             try:
                 async with self._client() as client:
                     self._set_connected(True)
+                    self._first_connect.set()
                     self.backoff.reset()
                     self.last_error = None  # /health shows the current trouble, not a healed one
                     log.info("MQTT connected to %s as %s", self.target, self.client_id)
@@ -287,6 +329,16 @@ class MqttSink:
                     return
             except aiomqtt.MqttError as e:
                 self.last_error = str(e)
+                if not self._first_connect.is_set() and refused_credentials(e):
+                    # Retrying with the same credentials cannot succeed: say so and stop.
+                    user = self.cfg.username or self.target.username
+                    self.fatal = (
+                        f"the MQTT broker {self.target} refused the credentials "
+                        f"({'user ' + repr(user) if user else 'no user name'}: {e}); "
+                        "check mqtt.username and mqtt.password"
+                    )
+                    self._first_connect.set()
+                    return
                 if self.connected:
                     log.warning("MQTT connection to %s lost: %s", self.target, e)
                 else:
