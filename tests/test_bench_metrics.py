@@ -570,3 +570,17 @@ def test_valid_protocol2_streams_have_no_revisions(
         text[j] = "CHANGED"
         bad = ev.model_copy(update={"text": " ".join(text)})
         assert m.settling([*events[:k], bad, *events[k + 1 :]]).revisions >= 1
+
+
+def test_time_per_degradation_level_from_status_events() -> None:
+    from streamer_bench.runner import time_per_level
+
+    statuses = [
+        {"state": "running", "at": 0.1, "degraded": 0, "detail": ""},
+        {"state": "running", "at": 10.0, "degraded": 1, "detail": "decoder degraded: level 1"},
+        {"state": "retrying", "at": 12.0, "degraded": 0, "detail": "source lost"},
+        {"state": "running", "at": 15.0, "degraded": 3, "detail": "decoder degraded: level 3"},
+        {"state": "running", "at": 18.0, "degraded": 0, "detail": ""},
+    ]
+    assert time_per_level(statuses, 20.0) == {0: 12.0, 1: 5.0, 3: 3.0}
+    assert time_per_level([], 7.5) == {0: 7.5}

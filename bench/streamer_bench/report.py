@@ -755,6 +755,13 @@ def _cost(results: dict[str, Any], configs: list[dict[str, Any]]) -> list[str]:
                 fmt(d.get("first_caption_s")),
                 fmt(d.get("cpu_per_audio_second"), 3),
                 fmt(sum(sec["cost"].get("dropped_seconds") or 0.0 for _, _, sec in secs)),
+                "; ".join(
+                    f"{short} "
+                    + " ".join(f"L{k} {v}s" for k, v in sec["cost"].get("seconds_per_level", {}).items())
+                    for key, short, sec in secs
+                    if sec["cost"].get("seconds_per_level")
+                )
+                or "–",
             ]
         )
     lines += table(
@@ -768,6 +775,7 @@ def _cost(results: dict[str, Any], configs: list[dict[str, Any]]) -> list[str]:
             "daemon first caption s",
             "daemon CPU s / audio s (incl. startup)",
             "dropped s",
+            "time per degradation level (audio s)",
         ],
         rows,
     )

@@ -343,6 +343,21 @@ def lag_of(res: dict[str, Any], seconds: float) -> dict[str, Any]:
     return m.lag_trend(points, seconds, span=min(120.0, seconds / 3))
 
 
+def time_per_level(statuses: Sequence[dict[str, Any]], seconds: float) -> dict[int, float]:
+    """Audio seconds at each degradation level of one run, from its status events (level changes
+    are status events whose `degraded` says the new level; a run starts at level 0)."""
+    out: dict[int, float] = {}
+    level, since = 0, 0.0
+    for st in statuses:
+        if st["state"] != "running" or st.get("degraded") is None:
+            continue
+        at = min(max(float(st["at"]), since), seconds)
+        out[level] = out.get(level, 0.0) + at - since
+        level, since = int(st["degraded"]), at
+    out[level] = out.get(level, 0.0) + max(seconds - since, 0.0)
+    return {k: v for k, v in out.items() if v > 0}
+
+
 def degraded_level() -> float | None:
     """The scheduler's degradation level gauge, if this pipeline has one."""
     return degradation_snapshot().get("streamer_degraded_level")
@@ -540,15 +555,21 @@ class Runner:
         def on_event(ev: Any) -> None:
             # Status changes (degraded, audio dropped, ...) as the daemon reports them.
             if ev.type == "status":
-                statuses.append({"state": ev.state, "detail": ev.detail, "at": ev.emitted_at})
+                statuses.append(
+                    {"state": ev.state, "detail": ev.detail, "at": ev.emitted_at, "degraded": ev.degraded}
+                )
 
+        level_seconds: dict[int, float] = {}
         for item, ref in items:
+            first_status = len(statuses)
             settings = self.settings(cfg, item.lang)
             w0, c0 = time.perf_counter(), time.process_time()
             events = run_file(settings, item.path, engine, realtime=True, emit=on_event)
             wall += time.perf_counter() - w0
             cpu += time.process_time() - c0
             audio += item.seconds
+            for level, seconds in time_per_level(statuses[first_status:], item.seconds).items():
+                level_seconds[level] = level_seconds.get(level, 0.0) + seconds
             lat = m.word_latencies(ref, events, item.lang)
             se = m.settling(events)
             se_n = m.settling(events, normalized=item.lang)
@@ -589,6 +610,8 @@ class Runner:
                 "decode_seconds": hist_delta(dec0, _hist(prom.DECODE_SECONDS)),
                 "dropped_seconds": _drop_counter() - drop0,
                 "degradation": degradation_delta(deg0, degradation_snapshot()),
+                # Audio seconds spent at each degradation level (from the daemon's status events).
+                "seconds_per_level": {str(k): round(v, 2) for k, v in sorted(level_seconds.items())},
             },
             "statuses": [st for st in statuses if st["state"] not in ("starting", "running", "stopped")][
                 :200
