@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import ctranslate2
 import numpy as np
 
 N_FRAMES = 3000  # Whisper's 30 s window in log-mel frames
@@ -41,8 +42,6 @@ def batch_frames(frames: list[int | None]) -> int | None:
 
 def split_rows(encoded: Any, n: int) -> list[Any]:
     """One (1, T, d) StorageView per window of a batched encoder output."""
-    import ctranslate2  # lazy: only batched decoding (a GPU) gets here; keeps this module pure
-
     rows = np.asarray(encoded)
     return [ctranslate2.StorageView.from_array(np.ascontiguousarray(rows[i : i + 1])) for i in range(n)]
 

@@ -25,6 +25,7 @@ from streamer.decode import batch, whisper
 from streamer.decode.hypothesis import DecodeInfo, Hypothesis, HypSegment, HypWord
 from streamer.decode.scheduler import Pending, Scheduler
 from streamer.errors import UserError
+from streamer.models import compute_type_for, resolve_device, resolve_model
 from streamer.options import setting
 
 if TYPE_CHECKING:
@@ -122,8 +123,6 @@ class DecodeEngine:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DecodeEngine:
-        from streamer.models import compute_type_for, resolve_device, resolve_model
-
         cfg = settings.model
         resolved = resolve_model(cfg.name, cfg.cache_dir)
         device = resolve_device(cfg.device)

@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnxruntime
+from faster_whisper.utils import get_assets_path
 
 from streamer.vad.segmenter import FRAME_SAMPLES
 
@@ -17,15 +19,11 @@ CONTEXT_SAMPLES = 64
 
 
 def default_model_path() -> Path:
-    from faster_whisper.utils import get_assets_path
-
     return Path(get_assets_path()) / "silero_vad_v6.onnx"
 
 
 class SileroVad:
     def __init__(self, model_path: str | Path | None = None) -> None:
-        import onnxruntime
-
         opts = onnxruntime.SessionOptions()
         # One frame is tiny: thread hand-offs would cost more than they save.
         opts.inter_op_num_threads = 1
