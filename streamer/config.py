@@ -140,8 +140,11 @@ class DecoderConfig(_Section):
     )
     initial_prompt: str | None = None
     hotwords: str | None = None
+    # 0 by default: a prompt of what was just said makes Whisper skip a phrase that repeats its
+    # end (the demo: "ask what you [can do for your] country" after "... your country can do for
+    # you"); the window's left context already gives the decoder the audio before it.
     context_finals: int = Field(
-        3,
+        0,
         ge=0,
         le=100,
         description="Utterances (the open one included) whose settled words before the window are the "

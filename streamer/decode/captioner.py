@@ -98,7 +98,7 @@ class CaptionerOptions:
     languages: tuple[str, ...] | None = setting("decoder.languages", None, convert=_tuple_or_none)
     initial_prompt: str | None = setting("decoder.initial_prompt", None)
     # Settled words of this many utterances (the open one included) before the window as the prompt.
-    context_finals: int = setting("decoder.context_finals", 3)
+    context_finals: int = setting("decoder.context_finals", 0)
     task: str = setting("decoder.task", "transcribe")
     hotwords: str | None = setting("decoder.hotwords", None)
     speculative: bool = True
