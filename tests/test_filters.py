@@ -186,3 +186,14 @@ def test_korean_news_sign_offs_with_any_name_are_cut_from_the_tail() -> None:
     assert trim_invented_tail(real, "ko", FilterOptions())[1] == 0
     unsure = [*said, HypWord(" 뵙겠습니다.", 1.3, 1.9, 0.1)]  # a word Whisper barely believed
     assert trim_invented_tail(unsure, "ko", FilterOptions()) == (said, 1)
+
+
+def test_no_speech_also_when_the_text_is_confident_but_the_language_a_guess() -> None:
+    """Music, base: "1-2-3-4-4-4" with avg log-prob -0.62, no-speech 0.80, language jw at 26 %."""
+    words = (HypWord(" 1-2-3-4-4-4", 7.4, 9.9, 0.6),)
+    seg = HypSegment(" 1-2-3-4-4-4", 7.4, 9.9, words, avg_logprob=-0.62, no_speech_prob=0.8)
+    kept, counts = filter_segments([seg], FilterOptions(), "jw", lang_probability=0.26)
+    assert kept == [] and counts["no_speech"] == 1
+    # The same decode with the language given (or detected with confidence) stays.
+    assert filter_segments([seg], FilterOptions(), "jw", lang_probability=None)[0] == [seg]
+    assert filter_segments([seg], FilterOptions(), "jw", lang_probability=0.9)[0] == [seg]

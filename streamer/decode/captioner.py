@@ -443,9 +443,15 @@ class Captioner:
         k = new_words_start(words, settled, self.boundary, hyp.window_start, utt.speech_start)
         return words[k:]
 
-    def _clean(self, utt: _Utterance, hyp: Hypothesis, speech_end: float) -> tuple[Hypothesis, list[Action]]:
+    def _clean(
+        self, utt: _Utterance, hyp: Hypothesis, speech_end: float, guessed: bool
+    ) -> tuple[Hypothesis, list[Action]]:
         segments, counts = filter_segments(
-            hyp.segments, self.filters, hyp.language, speech=(utt.speech_start, speech_end)
+            hyp.segments,
+            self.filters,
+            hyp.language,
+            speech=(utt.speech_start, speech_end),
+            lang_probability=hyp.language_probability if guessed else None,
         )
         cleaned = Hypothesis(
             kind=hyp.kind,
@@ -476,8 +482,10 @@ class Captioner:
             utt.language, utt.language_probability = hyp.language, hyp.language_probability
 
     def _on_step(self, utt: _Utterance, spec: DecodeSpec, raw: Hypothesis, now: float) -> list[Action]:
+        # A language the utterance locked earlier (or the configured one) is no guess.
+        guessed = utt.language is None
         self._lock_language(utt, raw)
-        hyp, actions = self._clean(utt, raw, raw.window_end)
+        hyp, actions = self._clean(utt, raw, raw.window_end, guessed)
         new = self._new_words(utt, hyp)
         if new and utt.words == 0 and not utt.previous and self._invented(new, hyp):
             actions.append(Suppressed("phrases", 1))
@@ -515,8 +523,9 @@ class Captioner:
 
     def _on_final(self, utt: _Utterance, spec: DecodeSpec, raw: Hypothesis, now: float) -> list[Action]:
         speech_end = utt.closed_at if utt.closed_at is not None else raw.window_end
+        guessed = utt.language is None
         self._lock_language(utt, raw, force=True)
-        hyp, actions = self._clean(utt, raw, speech_end)
+        hyp, actions = self._clean(utt, raw, speech_end, guessed)
         new = self._new_words(utt, hyp)
         if new and utt.words == 0 and self._invented(new, hyp):
             actions.append(Suppressed("phrases", 1))

@@ -34,6 +34,8 @@ _NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
 # A tail phrase is invented when its words take (almost) no time, or its first word is this unlikely.
 _TAIL_MAX_MEAN_DURATION = 0.08
 _TAIL_MAX_FIRST_PROBABILITY = 0.2
+# A detected language this unlikely is a guess (no speech, or speech too short to tell).
+_UNSURE_LANGUAGE = 0.5
 
 
 @dataclass(frozen=True)
@@ -154,13 +156,21 @@ def filter_segments(
     opts: FilterOptions,
     lang: str | None = None,
     speech: tuple[float, float] | None = None,
+    lang_probability: float | None = None,
 ) -> tuple[list[HypSegment], Counter[str]]:
-    """Apply the per-segment layers; returns the kept (possibly trimmed) segments and counts."""
+    """Apply the per-segment layers; returns the kept (possibly trimmed) segments and counts.
+
+    `lang_probability`: how sure the language detection of this decode was (None: the language
+    was given). Whisper's no-speech rule also holds when the text is confident but the language
+    was a guess: on music it writes "1-2-3-4-4-4" sure of itself, in a language it gave 26 %.
+    """
     counts: Counter[str] = Counter()
     kept: list[HypSegment] = []
+    unsure_language = lang_probability is not None and lang_probability < _UNSURE_LANGUAGE
     for seg in segments:
         if opts.no_speech and (
-            seg.no_speech_prob > opts.no_speech_threshold and seg.avg_logprob < opts.log_prob_threshold
+            seg.no_speech_prob > opts.no_speech_threshold
+            and (seg.avg_logprob < opts.log_prob_threshold or unsure_language)
         ):
             counts["no_speech"] += 1
             continue
