@@ -51,7 +51,7 @@ from streamer.decode.engine import DecodeRequest
 from streamer.decode.filters import FilterOptions
 from streamer.decode.hypothesis import Hypothesis
 from streamer.decode.scheduler import level as level_of
-from streamer.errors import SourceError
+from streamer.errors import SourceError, UserError
 from streamer.events import Final, Partial, Status
 from streamer.vad.segmenter import FRAME_SAMPLES
 from streamer.vad.silero import SileroVad
@@ -163,6 +163,7 @@ class Stream:
         self._last_progress_wall = time.monotonic()
         self._state = "starting"
         self.error: str | None = None
+        self.decode_failures: list[str] = []  # what each failed decode raised
         self.first_event_wall: float | None = None
 
     def _options(self, settings: Settings) -> CoreOptions:
@@ -375,6 +376,7 @@ class Stream:
             elif isinstance(a, Skipped):
                 metrics.PARTIALS_SKIPPED.labels(self.name).inc()
             elif isinstance(a, Failed):
+                self.decode_failures.append(a.error)
                 metrics.DECODE_FAILURES.labels(self.name, a.kind).inc()
                 log.warning(
                     "stream %s: %s decode failed (%s); going on without it", self.name, a.kind, a.error
@@ -436,8 +438,10 @@ def run_file(
     filters: FilterOptions | None = None,
     background: bool = False,
     vad: Vad | None = None,
+    allow_failures: bool = False,
 ) -> list[Partial | Final]:
-    """Run one file through a Stream (blocking) and return its caption events in order."""
+    """Run one file through a Stream (blocking) and return its caption events in order. A decode
+    that failed makes it raise UserError at the end (`allow_failures`: return what there is)."""
     events: list[Partial | Final] = []
 
     def collect(ev: Partial | Final | Status) -> None:
@@ -461,4 +465,8 @@ def run_file(
     stream.join()
     if stream.error:
         raise SourceError(stream.error)
+    if stream.decode_failures and not allow_failures:
+        # A live stream goes on without a failed decode; a file's transcript would have holes.
+        n = len(stream.decode_failures)
+        raise UserError(f"{n} decode{'s' if n > 1 else ''} failed ({stream.decode_failures[0]})")
     return events

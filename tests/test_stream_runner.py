@@ -95,7 +95,7 @@ def test_a_final_that_raises_closes_its_utterance_and_the_stream_goes_on(tmp_pat
     failures = metrics.DECODE_FAILURES.labels("main", "final")
     before = failures._value.get()
     decoder = ScriptedDecoder(fail=0)  # the first utterance's final raises
-    events = run_file(settings(), path, decoder, realtime=False, vad=ScriptedVad())
+    events = run_file(settings(), path, decoder, realtime=False, vad=ScriptedVad(), allow_failures=True)
     finals = [e for e in events if isinstance(e, Final)]
     # The second utterance is captioned in full; the first one lost only what was not settled.
     assert [w.word.strip() for f in finals for w in f.words][-2:] == ["four", "five"]
@@ -152,7 +152,7 @@ def test_decode_trace_has_one_line_per_decode_with_its_outcome(tmp_path: Path) -
     cfg = settings()
     cfg.trace = tmp_path / "trace.jsonl"
     decoder = ScriptedDecoder(fail=1)
-    run_file(cfg, path, decoder, realtime=False, vad=ScriptedVad())
+    run_file(cfg, path, decoder, realtime=False, vad=ScriptedVad(), allow_failures=True)
     lines = trace.read(cfg.trace)
     assert len(lines) == len(decoder.requests)  # nothing is cancelled in lockstep
     assert {r["kind"] for r in lines} == {"step", "final"}
@@ -263,3 +263,11 @@ def test_a_reload_of_every_live_key_reaches_what_decides(tmp_path: Path) -> None
     assert {r.beam_size for r in decoder.requests if r.kind == "step"} <= {2}
     assert all(r.context == 20.0 for r in decoder.requests)
     assert all((r.prompt or "").startswith("Glossary: streamer.") for r in decoder.requests)
+
+
+def test_a_file_whose_decode_failed_is_an_error_not_a_transcript_with_holes(tmp_path: Path) -> None:
+    from streamer.errors import UserError
+
+    path = write_wav(tmp_path / "two.wav")
+    with pytest.raises(UserError, match=r"1 decode failed \(RuntimeError: CUDA out of memory"):
+        run_file(settings(), path, ScriptedDecoder(fail=0), realtime=False, vad=ScriptedVad())

@@ -311,6 +311,7 @@ class MqttSink:
             try:
                 async with self._client() as client:
                     self._set_connected(True)
+                    self.fatal = None
                     self._first_connect.set()
                     self.backoff.reset()
                     self.last_error = None  # /health shows the current trouble, not a healed one
@@ -330,7 +331,9 @@ class MqttSink:
             except aiomqtt.MqttError as e:
                 self.last_error = str(e)
                 if not self._first_connect.is_set() and refused_credentials(e):
-                    # Retrying with the same credentials cannot succeed: say so and stop.
+                    # A daemon starting with credentials the broker refuses stops at once with
+                    # this line (wait_connected). The loop itself goes on retrying: a broker whose
+                    # user list is being set up (or reloaded) takes the same credentials later.
                     user = self.cfg.username or self.target.username
                     self.fatal = (
                         f"the MQTT broker {self.target} refused the credentials "
@@ -338,7 +341,6 @@ class MqttSink:
                         "check mqtt.username and mqtt.password"
                     )
                     self._first_connect.set()
-                    return
                 if self.connected:
                     log.warning("MQTT connection to %s lost: %s", self.target, e)
                 else:
