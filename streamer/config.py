@@ -131,6 +131,13 @@ class DecoderConfig(_Section):
         description="Seconds of encoder context of every decode, at least (a longer window gets the "
         "window + 5 s; 30 = Whisper's full window).",
     )
+    final_context: float = Field(
+        30.0,
+        ge=5.0,
+        le=30.0,
+        description="Seconds of encoder context of final decodes, at least (30 = Whisper's full window: "
+        "measured more accurate than a shorter one; a final is decoded once, in one pass).",
+    )
     max_window: float = Field(15.0, gt=2.0, le=30.0, description="Longest window decoded at once (s).")
     max_tokens_per_second: float = Field(
         12.0, gt=0.0, le=50.0, description="New tokens a decode may produce per second of audio."

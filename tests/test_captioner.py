@@ -215,7 +215,7 @@ def test_degradation_cheapens_finals_then_thins_steps_then_stops_steps() -> None
     (fin,) = submits(c3.on_speech_end(2.0, 2.1))
     assert fin.beam_size == OPTS.beam_size and fin.fallback
     # Full-quality finals too: encoder context sized to the window, never 30 s of padding.
-    assert fin.context == OPTS.step_context < 30
+    assert fin.context == OPTS.final_context == 30.0  # full quality: Whisper's full window, once
 
 
 def test_forced_commit_keeps_a_long_window_bounded() -> None:

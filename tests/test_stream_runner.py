@@ -172,6 +172,7 @@ NEW_VALUES: dict[str, object] = {
     "decoder.compression_ratio_threshold": 2.0,
     "decoder.context_finals": 1,
     "decoder.fallback_min_seconds": 3.0,
+    "decoder.final_context": 25.0,
     "decoder.holdback": 1,
     "decoder.hotwords": "Kubernetes",
     "decoder.initial_prompt": "Glossary: streamer.",
@@ -261,7 +262,7 @@ def test_a_reload_of_every_live_key_reaches_what_decides(tmp_path: Path) -> None
     )
     assert {r.beam_size for r in decoder.requests if r.kind == "final"} == {2}
     assert {r.beam_size for r in decoder.requests if r.kind == "step"} <= {2}
-    assert all(r.context == 20.0 for r in decoder.requests)
+    assert all(r.context == (25.0 if r.kind == "final" else 20.0) for r in decoder.requests)
     assert all((r.prompt or "").startswith("Glossary: streamer.") for r in decoder.requests)
 
 

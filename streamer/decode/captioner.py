@@ -94,6 +94,8 @@ class CaptionerOptions:
     step_beam_size: int = setting("decoder.partial_beam_size", 1)
     # Encoder context of every decode (s): at least this, or the window + 5 s.
     step_context: float = setting("decoder.partial_context", 15.0)
+    # Encoder context of full-quality finals (cheaper finals, when degraded, use step_context).
+    final_context: float = setting("decoder.final_context", 30.0)
     language: str | None = setting("decoder.language", None)
     languages: tuple[str, ...] | None = setting("decoder.languages", None, convert=_tuple_or_none)
     initial_prompt: str | None = setting("decoder.initial_prompt", None)
@@ -417,7 +419,7 @@ class Captioner:
             languages=self.o.languages,
             prompt=self._prompt(start),
             beam_size=1 if cheap else self.o.beam_size,
-            context=self.o.step_context,
+            context=self.o.step_context if cheap else self.o.final_context,
             fallback=not cheap,
             task=self.o.task,
             hotwords=self.o.hotwords,
