@@ -220,6 +220,7 @@ class Relay(threading.Thread):
         self.duplicated = 0
         self.reordered = 0
         self.max_lateness = 0.0  # how much later than planned a packet left (a busy machine)
+        self.received = 0
         self._halt = threading.Event()
 
     def run(self) -> None:
@@ -227,14 +228,21 @@ class Relay(threading.Thread):
         queue: list[tuple[float, int, bytes]] = []
         n = 0
         last_due = 0.0
-        while not self._halt.is_set() or queue:
+        # stop() comes after the senders finished, but this thread may be behind on a busy machine:
+        # everything already in the socket is still relayed. The relay ends once a read found the
+        # socket empty after the halt, and the delay queue is empty.
+        drained = False
+        while not drained or queue:
+            halted = self._halt.is_set()
             self.sock.settimeout(max(0.0005, min(0.002, queue[0][0] - time.monotonic())) if queue else 0.002)
             try:
                 data, _ = self.sock.recvfrom(65536)
             except TimeoutError:
                 data = None
+                drained = halted
             now = time.monotonic()
-            if data is not None and not self._halt.is_set():
+            if data is not None:
+                self.received += 1
                 try:
                     seq = parse(data).sequence
                 except RtpError:
