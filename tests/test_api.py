@@ -170,7 +170,9 @@ def test_translation_of_korean_speech_to_english(client: openai.OpenAI, audio_di
     text = out.text
     letters = [c for c in text if c.isalpha()]
     assert len(letters) > 10, text
-    assert all(c.isascii() for c in letters), text  # English, no Hangul
+    # English: a transcript would be all Hangul. base may leave a word it cannot translate as it
+    # is (seen on one CPU: "the Tepfung 발생 case"), so the check is on the letters as a whole.
+    assert sum(c.isascii() for c in letters) >= 0.9 * len(letters), text
     # tiny.en cannot translate: said, not guessed.
     with (audio_dir / KO).open("rb") as f, pytest.raises(openai.BadRequestError, match="English-only"):
         client.audio.translations.create(model="tiny.en", file=f)
