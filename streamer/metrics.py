@@ -66,6 +66,11 @@ DECODE_CUT = Counter(
     "Decodes bounded: token limit reached, temperature fallback skipped",
     ["stream", "reason"],
 )
+DECODE_CONTINUED = Counter(
+    "streamer_decode_continued",
+    "Final decodes run once more from where Whisper's output ended with speech left in the window",
+    ["stream"],
+)
 QUEUE_WAIT = Histogram(
     "streamer_decode_queue_seconds",
     "Time a decode request waited in the queue (s)",

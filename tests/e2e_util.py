@@ -6,9 +6,13 @@ import json
 import os
 import subprocess
 import sys
+import wave
 from functools import cache
 from pathlib import Path
 from typing import Any
+
+import av
+import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -61,3 +65,23 @@ def transcribe_texts(model: str, files: list[Path], out: Path, language: str | N
         doc = json.loads((out / f"{f.stem}.json").read_text(encoding="utf-8"))
         texts[f] = doc["text"]
     return texts
+
+
+def concat_sentences(files: list[Path], out: Path, pause: float = 0.5) -> list[float]:
+    """Sentences one after another with short pauses (as people read them); returns each end."""
+    ends, chunks, t = [], [], 0.0
+    for f in files:
+        with av.open(str(f)) as c:
+            pcm = np.concatenate([fr.to_ndarray().reshape(-1) for fr in c.decode(audio=0)])
+        if pcm.dtype != np.int16:
+            pcm = (np.clip(pcm, -1, 1) * 32767).astype(np.int16)
+        chunks += [pcm, np.zeros(int(pause * 16000), dtype=np.int16)]
+        t += len(pcm) / 16000
+        ends.append(t)
+        t += pause
+    with wave.open(str(out), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(np.concatenate(chunks).tobytes())
+    return ends

@@ -5,15 +5,13 @@ instead of piling up behind slow decodes. Ordering tests on the audio clock, not
 from __future__ import annotations
 
 import itertools
-import wave
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from streamer.decode.hypothesis import norm_word
 
-from .e2e_util import jsonl, streamer
+from .e2e_util import concat_sentences, jsonl, streamer
 
 
 def _run_live(path: Path, model: str, language: str) -> list[dict]:
@@ -84,35 +82,13 @@ def test_english_words_settle_mid_sentence_and_are_never_revised(audio_dir: Path
     assert "If the reader will excuse me" in " ".join(f["text"] for f in finals)
 
 
-def _concat(files: list[Path], out: Path, pause: float = 0.5) -> list[float]:
-    """Sentences one after another with short pauses (as people read them); returns each end."""
-    import av
-
-    ends, chunks, t = [], [], 0.0
-    for f in files:
-        with av.open(str(f)) as c:
-            pcm = np.concatenate([fr.to_ndarray().reshape(-1) for fr in c.decode(audio=0)])
-        if pcm.dtype != np.int16:
-            pcm = (np.clip(pcm, -1, 1) * 32767).astype(np.int16)
-        chunks += [pcm, np.zeros(int(pause * 16000), dtype=np.int16)]
-        t += len(pcm) / 16000
-        ends.append(t)
-        t += pause
-    with wave.open(str(out), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(16000)
-        w.writeframes(np.concatenate(chunks).tobytes())
-    return ends
-
-
 @pytest.mark.model
 def test_korean_base_finals_keep_flowing_in_real_time(audio_dir: Path, tmp_path: Path) -> None:
     """Korean with the default model, live: every final is out before the sentence after next
     has ended (it used to stall for minutes and release everything at the end of the input)."""
     files = sorted((audio_dir / "ko").glob("*.flac"))[::10][:7]
     wav = tmp_path / "ko.wav"
-    ends = _concat(files, wav)
+    ends = concat_sentences(files, wav)
     events = _run_live(wav, "base", "ko")
     check_protocol(events)
     finals = [e for e in events if e["type"] == "final"]

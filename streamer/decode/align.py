@@ -78,6 +78,14 @@ def _substitution(d: HypWord, d_norm: str, s: HypWord, s_norm: str) -> float:
     return min(2.0, min(spelling, 0.5 + 1.5 * (1.0 - _overlap(d, s))) + apart)
 
 
+def _respaced(a: HypWord, b: HypWord, one: HypWord, one_norm: str) -> float:
+    """Cost of words `a` `b` being `one` written with a space (only when spelled alike), else 2."""
+    if not one_norm or _spelling(norm_word(a.text) + norm_word(b.text), one_norm) > 0.0:
+        return 2.0
+    mid = (a.start + max(a.end, b.end)) / 2
+    return min(2.0, abs(mid - (one.start + one.end) / 2) / DISTANCE_SCALE)
+
+
 def new_words_start(
     decoded: Sequence[HypWord],
     settled: Sequence[HypWord],
@@ -102,8 +110,9 @@ def new_words_start(
     # Leaving a settled word out (the decode did not restate it) costs 1, except for the words at
     # the very start of the window, which the decode may not have heard whole.
     optional = sum(1 for w in s if w.start < window_start + CUT_MARGIN)
-    # dp[j]: cost of aligning decoded[:i] with settled[:j] (row i, rolling).
+    # rows[i][j]: cost of aligning decoded[:i] with settled[:j].
     dp = [CUT_COST * min(j, optional) + max(0, j - optional) for j in range(m + 1)]
+    rows = [dp]
     text_cost = [dp[m]]
     for i in range(1, n + 1):
         row = [dp[0] + 1.0] + [0.0] * m
@@ -113,7 +122,16 @@ def new_words_start(
                 dp[j] + 1.0,  # a decoded word with no settled counterpart
                 row[j - 1] + 1.0,  # a settled word the decode did not restate
             )
+            # Word spacing differs between decodes (Korean above all: "엉덩부위가" settled, then
+            # "엉덩 부위가"): two words spelled as one, or one as two, are a restatement.
+            if i >= 2:
+                row[j] = min(
+                    row[j], rows[i - 2][j - 1] + _respaced(decoded[i - 2], decoded[i - 1], s[j - 1], t[j - 1])
+                )
+            if j >= 2:
+                row[j] = min(row[j], dp[j - 2] + _respaced(s[j - 2], s[j - 1], decoded[i - 1], d[i - 1]))
         dp = row
+        rows.append(dp)
         text_cost.append(dp[m])
     mids = [(w.start + w.end) / 2 for w in decoded]
     # Time cost of putting the cut at k: words before it lying after the boundary, words after it

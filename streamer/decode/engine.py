@@ -96,6 +96,22 @@ class DecodeOptions:
         return options.from_settings(cls, settings)
 
 
+# A window whose decode ends this much before the window does is decoded once more from where
+# the output ended (a window ends a VAD pad after the speech, so this much is speech).
+CONTINUE_AFTER = 1.0
+
+
+def _unheard_tail(out: whisper.WindowOut, duration: float) -> float | None:
+    """Where the audio a decode left unheard at the end of its window begins (s from the window
+    start), or None. From the end of the last word, not its start: audio that begins with the
+    phrase Whisper stopped after makes it stop there again."""
+    if out.skipped or not out.segments:
+        return None
+    last = out.segments[-1]
+    end = last.words[-1].end if last.words else last.end
+    return end if duration - end >= CONTINUE_AFTER else None
+
+
 class DecodeEngine:
     def __init__(
         self,
@@ -305,18 +321,48 @@ class DecodeEngine:
             metrics.DECODE_CUT.labels(req.stream, "empty_with_prompt").inc()
             out = whisper.decode(self.model, encoded, content_frames, **{**args, "prompt": None})
             retried = True
+        parts = [(0.0, out)]
+        tokens = out.tokens
+        rest_at = _unheard_tail(out, req.duration)
+        if rest_at is not None:
+            # Whisper ended its output with audio of the window still unheard: it often stops
+            # after a phrase followed by a pause, typically the previous sentence's tail in the
+            # window's left context, and the new sentence after it would be lost (seen: a whole
+            # Korean sentence, in every step and in the final). faster-whisper's file loop seeks
+            # there and decodes again; a window does the same, once, and only when that audio is
+            # long enough to hold words (a window ends where the VAD heard speech end or at the
+            # newest audio, so it is not trailing silence).
+            tail = req.audio[int(rest_at * SAMPLE_RATE) :]
+            tail_seconds = len(tail) / SAMPLE_RATE
+            tail_frames = batch.window_frames(req.context, tail_seconds, FRAMES_PER_SECOND)
+            tail_encoded = whisper.encode(self.model, whisper.features(self.model, tail, tail_frames))
+            tail_max = min(
+                int(opts.max_tokens_base + opts.max_tokens_per_second * tail_seconds), MAX_NEW_TOKENS
+            )
+            more = whisper.decode(
+                self.model,
+                tail_encoded,
+                min(whisper.N_FRAMES, len(tail) // self.model.feature_extractor.hop_length),
+                **{**args, "max_new_tokens": tail_max, "temperatures": (0.0,)},
+            )
+            parts.append((rest_at, more))
+            tokens += more.tokens
+            metrics.DECODE_CONTINUED.labels(req.stream).inc()
         off = req.offset
         segments = tuple(
             HypSegment(
                 text=seg.text,
-                start=off + seg.start,
-                end=off + seg.end,
-                words=tuple(HypWord(w.word, off + w.start, off + w.end, w.probability) for w in seg.words),
+                start=off + at + seg.start,
+                end=off + at + seg.end,
+                words=tuple(
+                    HypWord(w.word, off + at + w.start, off + at + w.end, w.probability) for w in seg.words
+                ),
                 avg_logprob=seg.avg_logprob,
                 no_speech_prob=seg.no_speech_prob,
                 compression_ratio=seg.compression_ratio,
             )
-            for seg in out.segments
+            for at, part in parts
+            for seg in part.segments
         )
         elapsed = time.perf_counter() - t0
         if out.tokens >= max_new - 1:
@@ -339,8 +385,9 @@ class DecodeEngine:
                 encoder_seconds=(frames or whisper.N_FRAMES) / FRAMES_PER_SECOND,
                 beam_size=req.beam_size,
                 temperature=out.temperature,
-                tokens=out.tokens,
+                tokens=tokens,
                 max_tokens=max_new,
+                continued=rest_at is not None,
                 retried_without_prompt=retried,
                 no_speech_skip=out.skipped,
             ),

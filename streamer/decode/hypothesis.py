@@ -72,6 +72,7 @@ class DecodeInfo:
     max_tokens: int
     retried_without_prompt: bool = False
     no_speech_skip: bool = False
+    continued: bool = False  # decoded once more from where the first output ended
     queue_wait: float = 0.0  # seconds between submit and start
 
 

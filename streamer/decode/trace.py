@@ -80,6 +80,7 @@ def record(
                 queue_wait=info.queue_wait,
                 retried_without_prompt=info.retried_without_prompt,
                 no_speech_skip=info.no_speech_skip,
+                continued=info.continued,
             )
     if error:
         rec["error"] = error
