@@ -97,11 +97,13 @@ class DecodeOptions:
 
 
 # A window whose decode ends this much before the window does is decoded once more from where
-# the output ended (a window ends a VAD pad after the speech, so this much is speech).
-CONTINUE_AFTER = 1.0
+# the output ended: a final's window ends a VAD pad after the speech, so 1 s is speech; a step's
+# ends at the newest audio, where a word may be in progress and Whisper rightly waits (continued
+# after 1 s, a step repeated its own last phrase: "He was not. He was not.").
+CONTINUE_AFTER = {"final": 1.0, "step": 2.0}
 
 
-def _unheard_tail(out: whisper.WindowOut, duration: float) -> float | None:
+def _unheard_tail(out: whisper.WindowOut, duration: float, after: float) -> float | None:
     """Where the audio a decode left unheard at the end of its window begins (s from the window
     start), or None. From the end of the last word, not its start: audio that begins with the
     phrase Whisper stopped after makes it stop there again."""
@@ -109,7 +111,7 @@ def _unheard_tail(out: whisper.WindowOut, duration: float) -> float | None:
         return None
     last = out.segments[-1]
     end = last.words[-1].end if last.words else last.end
-    return end if duration - end >= CONTINUE_AFTER else None
+    return end if duration - end >= after else None
 
 
 class DecodeEngine:
@@ -323,7 +325,7 @@ class DecodeEngine:
             retried = True
         parts = [(0.0, out)]
         tokens = out.tokens
-        rest_at = _unheard_tail(out, req.duration)
+        rest_at = _unheard_tail(out, req.duration, CONTINUE_AFTER[req.kind])
         if rest_at is not None:
             # Whisper ended its output with audio of the window still unheard: it often stops
             # after a phrase followed by a pause, typically the previous sentence's tail in the
