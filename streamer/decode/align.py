@@ -21,6 +21,7 @@ against Whisper-like jitter (±0.3 s, first words early, zero-length words).
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Sequence
 from functools import lru_cache
 
@@ -79,9 +80,11 @@ def _substitution(d: HypWord, d_norm: str, s: HypWord, s_norm: str) -> float:
 
 
 def _respaced(a: HypWord, b: HypWord, one: HypWord, one_norm: str) -> float:
-    """Cost of words `a` `b` being `one` written with a space (only when spelled alike), else 2."""
-    if not one_norm or _spelling(norm_word(a.text) + norm_word(b.text), one_norm) > 0.0:
-        return 2.0
+    """Cost of words `a` `b` being `one` written with a space; not a move at all (infinite) unless
+    spelled alike, so that it never stands in for a substitution plus an insertion."""
+    a_norm, b_norm = norm_word(a.text), norm_word(b.text)
+    if not (a_norm and b_norm and one_norm) or a_norm + b_norm != one_norm:
+        return math.inf
     mid = (a.start + max(a.end, b.end)) / 2
     return min(2.0, abs(mid - (one.start + one.end) / 2) / DISTANCE_SCALE)
 
