@@ -12,7 +12,7 @@ finals: an in-order subsequence, since an utterance whose final failed closes wi
 settled); `seq` is 1, 2, 3 ... without gaps; every partial follows the finals it belongs after.
 
 `STREAMER_PROPERTY_EXAMPLES` raises the number of cases (the note of the stream-core issue quotes a
-run with 5000).
+run with 1000 per property, 4 min 18 s on 2 cores).
 """
 
 from __future__ import annotations
